@@ -1,0 +1,32 @@
+# wormgnn: graph neural networks on C. elegans whole-brain imaging (Kato et al. 2015).
+# The stages live in workflow/rules/; each rule runs one module of workflow/wormgnn/.
+import os
+import shlex
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+# Rules run `python -m wormgnn.<stage>`; this makes the package importable in every job,
+# inside conda environments and on cluster nodes too, without `pip install`.
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PYTHONPATH={shlex.quote(os.path.join(workflow.basedir, 'workflow'))}"
+    "${{PYTHONPATH:+:$PYTHONPATH}}; "  # braces doubled: shell strings are formatted
+)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

@@ -1,0 +1,126 @@
+"""Shared fixtures: the real Kato fixture, tiny synthetic configs, a snakemake runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from wormgnn import matfile
+
+REPO = Path(__file__).resolve().parents[1]
+KATO_ENV = "WORMGNN_KATO_FIXTURE"
+
+#: A synthetic population small enough for a full pipeline run in seconds.
+TINY_SYNTHETIC = {
+    "seed": 7,
+    "n_worms": 3,
+    "duration_s": 150.0,
+    "n_neurons": 40,
+    "rois_per_worm": [24, 30],
+    "n_core": 12,
+}
+
+
+@pytest.fixture(scope="session")
+def kato_fixture() -> Path:
+    """The real two-worm Kato 2015 file, located through WORMGNN_KATO_FIXTURE."""
+    value = os.environ.get(KATO_ENV)
+    if not value:
+        pytest.skip(
+            f"{KATO_ENV} is not set: point it at ../shared/data/kato2015/WT_NoStim_2worms.mat"
+        )
+    path = Path(value)
+    if not path.is_file():
+        pytest.skip(f"{KATO_ENV}={value} does not exist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kato_npz(kato_fixture: Path) -> dict[str, np.ndarray]:
+    npz = kato_fixture.with_name("WT_NoStim_states_names_5worms.npz")
+    if not npz.is_file():
+        pytest.skip(f"{npz} (state codes of the five worms) is missing beside the fixture")
+    with np.load(npz, allow_pickle=False) as data:
+        return dict(data)
+
+
+def write_old_schema(
+    path: Path,
+    *,
+    root: str = "WT_NoStim",
+    n_frames: int = 200,
+    fps: float = 3.0,
+    ids: list[list[str]] | None = None,
+    states: np.ndarray | None = None,
+    time_field: str = "timeVectorSeconds",
+    extra: dict | None = None,
+    drop: tuple[str, ...] = (),
+    seed: int = 0,
+) -> dict:
+    """Write a one-worm file in the old Kato schema; returns what was written."""
+    rng = np.random.default_rng(seed)
+    ids = ids if ids is not None else [["AVAL"], [], ["VB01"], ["OLQDR", "URYDR"], ["RIBR", "---"]]
+    n = len(ids)
+    raw = 500.0 + 50.0 * rng.random((n_frames, n))
+    if states is None:
+        states = np.repeat([1, 2, 5, 3, 1, 8, 7, 4], n_frames // 8 + 1)[:n_frames].astype(float)
+    fields = {
+        "IDs": [ids],
+        "States": [np.asarray(states, dtype=float)],
+        "dataset": ["test worm"],
+        "fps": [np.float64(fps)],
+        time_field: [np.arange(n_frames) / fps],
+        "traces": [raw / 500.0 - 1.0],
+        "traces_raw": [raw],
+        **(extra or {}),
+    }
+    for key in drop:
+        fields.pop(key)
+    matfile.write_struct(path, root, fields)
+    return fields
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def tiny_config(datasets: dict, **overrides) -> dict:
+    config = {"targets": {"datasets": list(datasets)}, "datasets": datasets}
+    config.update(overrides)
+    return config
+
+
+def run_snakemake(
+    workdir: Path, *args: str, configfile: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with this interpreter's tools first
+    on PATH, so that the rules' ``python -m wormgnn...`` use the test environment.
+    Snakemake's stdout and stderr come back together in ``.stdout``."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+    ]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    cmd += list(args)
+    result = subprocess.run(
+        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}")
+    return result

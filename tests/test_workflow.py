@@ -1,0 +1,142 @@
+"""The pipeline as users run it: real `snakemake` invocations in a scratch directory."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, TINY_SYNTHETIC, run_snakemake, tiny_config, write_config
+from wormgnn import files
+
+pytestmark = pytest.mark.workflow
+
+FAST_PREPROCESS = {"baseline_window_s": 60}
+FAST_FOLDS = {"within": {"n_folds": 3, "gap_s": 10}}
+
+
+def test_tiny_synthetic_pipeline_end_to_end(tmp_path):
+    config = tiny_config(
+        {"tiny": {"source": "synthetic", "synthetic": TINY_SYNTHETIC}},
+        preprocess=FAST_PREPROCESS,
+        folds=FAST_FOLDS,
+    )
+    cfg = write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path, configfile=cfg)
+    res = tmp_path / "results" / "tiny"
+    pre = files.read_json(res / "preprocessed" / "summary.json")
+    labels = files.read_json(res / "labels" / "summary.json")
+    folds = files.read_json(res / "folds.json")
+    assert pre["n_worms"] == 3 and len(labels["worms"]) == 3
+    for worm in pre["worms"]:
+        assert 24 <= worm["n_rois"] <= 30
+        assert worm["trace_source"] == "raw"  # the synthetic file carries raw fluorescence
+        assert worm["nan_filled"] > 0
+        assert worm["fps"] == 3.0
+    assert len(pre["shared_neurons"]) >= TINY_SYNTHETIC["n_core"]
+    assert [f["test_worms"] for f in folds["lowo"]] == [[0], [1], [2]]
+    assert len(folds["within"]) == 3
+    with h5py.File(res / "labels" / "labels.h5", "r") as h5:
+        assert set(np.unique(h5["worms/0/labels"][()])) <= {-1, 0, 1, 2}
+    for log in (
+        "logs/simulate/tiny.log",
+        "logs/tiny/preprocessed.log",
+        "logs/tiny/labels.log",
+        "logs/tiny/folds.log",
+    ):
+        assert (tmp_path / log).stat().st_size > 0
+    again = run_snakemake(tmp_path, "-n", configfile=cfg)
+    assert "Nothing to be done" in again.stdout
+
+
+def test_dry_run_of_the_default_config(tmp_path):
+    result = run_snakemake(tmp_path, "-n", configfile=REPO / "config.yaml")
+    out = result.stdout
+    for rule in ("download", "preprocess", "align_labels", "make_folds"):
+        assert rule in out
+    assert "results/kato2015_wt_nostim/preprocessed/traces.h5" in out
+    assert not (tmp_path / "resources").exists()  # a dry run downloads nothing
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"preprocess": {"target_fsp": 3.0}}, "'target_fsp' was unexpected"),
+        ({"preprocess": {"zscore": "yes"}}, "['preprocess']['zscore']"),
+        (
+            {"datasets": {"tiny": {"source": "osf", "file": "x.mat", "osf_nod": "2395t"}}},
+            "'osf_node' is a required property",
+        ),
+        (
+            {"datasets": {"tiny": {"source": "synthetic", "synthetic": {"n_wrms": 2}}}},
+            "'n_wrms' was unexpected",
+        ),
+    ],
+)
+def test_invalid_config_stops_with_the_key_named(tmp_path, override, named):
+    config = tiny_config({"tiny": {"source": "synthetic"}})
+    config.update(override)
+    result = run_snakemake(
+        tmp_path, "-n", configfile=write_config(tmp_path / "c.yaml", config), check=False
+    )
+    assert result.returncode != 0
+    assert named in result.stdout
+
+
+def test_unknown_target_dataset_is_named(tmp_path):
+    config = tiny_config({"tiny": {"source": "synthetic"}})
+    config["targets"]["datasets"] = ["tinny"]
+    result = run_snakemake(
+        tmp_path, "-n", configfile=write_config(tmp_path / "c.yaml", config), check=False
+    )
+    assert result.returncode != 0 and "['tinny']" in result.stdout
+
+
+def test_bad_local_file_fails_cleanly_and_leaves_no_output(tmp_path):
+    bogus = tmp_path / "WT_NoStim.mat"
+    bogus.write_text("this is not a MATLAB file")
+    config = tiny_config({"bad": {"source": "local", "path": str(bogus)}})
+    result = run_snakemake(
+        tmp_path, configfile=write_config(tmp_path / "c.yaml", config), check=False
+    )
+    assert result.returncode != 0
+    assert not (tmp_path / "results" / "bad" / "preprocessed").exists() or not any(
+        (tmp_path / "results" / "bad" / "preprocessed").iterdir()
+    )
+    log = (tmp_path / "logs" / "bad" / "preprocessed.log").read_text()
+    assert "not a MATLAB v7.3 (HDF5) file" in log and str(bogus) in log
+    assert "Traceback" not in log
+
+
+def test_missing_local_file_is_reported(tmp_path):
+    config = tiny_config({"gone": {"source": "local", "path": str(tmp_path / "nowhere.mat")}})
+    result = run_snakemake(
+        tmp_path, "-n", configfile=write_config(tmp_path / "c.yaml", config), check=False
+    )
+    assert result.returncode != 0 and "nowhere.mat" in result.stdout
+
+
+@pytest.mark.realdata
+def test_real_fixture_through_preprocess_and_labels(kato_fixture, kato_npz, tmp_path):
+    config = tiny_config(
+        {"kato2": {"source": "local", "path": str(kato_fixture)}},
+        preprocess={"target_fps": None},
+        labels={"scheme": "kato8"},
+    )
+    run_snakemake(tmp_path, configfile=write_config(tmp_path / "c.yaml", config))
+    pre = files.read_json(tmp_path / "results/kato2/preprocessed/summary.json")
+    labels = files.read_json(tmp_path / "results/kato2/labels/summary.json")
+    folds = json.loads((tmp_path / "results/kato2/folds.json").read_text())
+    assert pre["n_worms"] == 2
+    assert [w["n_rois"] for w in pre["worms"]] == [103, 121]
+    assert [w["n_frames_raw"] for w in pre["worms"]] == [3137, 3021]
+    assert [w["n_frames"] for w in pre["worms"]] == [3137, 3021]  # no resampling asked
+    assert pre["n_shared_neurons"] == 21
+    names = [s.upper() for s in kato_npz["state_names"]]
+    for worm, source in zip(labels["worms"], (0, 4), strict=True):
+        counts = np.bincount(kato_npz[f"states_worm{source}"], minlength=8)
+        expected = {names[i]: int(n) for i, n in enumerate(counts)}
+        assert {c.upper(): n for c, n in worm["class_counts"].items()} == {
+            k: v for k, v in expected.items() if k != "NOSTATE"
+        }
+        assert worm["n_excluded"] == expected["NOSTATE"]
+    assert [f["test_worms"] for f in folds["lowo"]] == [[0], [1]]

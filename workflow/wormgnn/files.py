@@ -1,0 +1,87 @@
+"""Small I/O helpers shared by every stage: atomic writes, JSON, HDF5 strings, logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+log = logging.getLogger("wormgnn")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only on success.
+
+    An exception inside the block removes the temporary file, so an interrupted stage
+    never leaves a half-written output under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_strings(group: h5py.Group, name: str, values: Sequence[str]) -> None:
+    """Store a list of strings as a UTF-8 variable-length string dataset."""
+    group.create_dataset(name, data=list(values), dtype=h5py.string_dtype())
+
+
+def read_strings(dataset: h5py.Dataset) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[()]]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr, which each Snakemake rule redirects to its ``log:`` file."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def parse_json_arg(text: str, what: str) -> dict[str, Any]:
+    """Decode a JSON object passed on the command line (rules pass config blocks so)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--{what}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise SystemExit(f"--{what}: expected a JSON object, got {type(value).__name__}")
+    return value
