@@ -24,9 +24,11 @@ shell.prefix(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
 
 
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        data=get_data_outputs(),
+        models=get_model_outputs,

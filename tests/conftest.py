@@ -91,7 +91,13 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def tiny_config(datasets: dict, **overrides) -> dict:
-    config = {"targets": {"datasets": list(datasets)}, "datasets": datasets}
+    """A complete config for ``datasets``; by default it stops before training
+    (``experiment.models: []``), so that a test runs only the stages it is about."""
+    config = {
+        "targets": {"datasets": list(datasets)},
+        "datasets": datasets,
+        "experiment": {"models": []},
+    }
     config.update(overrides)
     return config
 
@@ -124,3 +130,33 @@ def run_snakemake(
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}")
     return result
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory) -> dict[str, Path]:
+    """A tiny synthetic dataset carried through preprocess, labels and folds."""
+    from wormgnn import align_labels, make_folds, preprocess, simulate
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = simulate.SyntheticConfig.from_dict({**TINY_SYNTHETIC, "duration_s": 240.0})
+    simulate.run(cfg, "tiny", root / "tiny.mat", root / "tiny.truth.h5")
+    pre = preprocess.PreprocessConfig(baseline_window_s=60.0)
+    preprocess.run(root / "tiny.mat", "tiny", pre, root / "traces.h5", root / "pre.json")
+    align_labels.run(
+        root / "tiny.mat",
+        root / "traces.h5",
+        align_labels.Scheme.named("kato4"),
+        ["AVA", "SMDV", "SMDD", "RIB"],
+        True,
+        root / "labels.h5",
+        root / "labels.json",
+    )
+    make_folds.run(root / "traces.h5", 2, 10.0, root / "folds.json")
+    return {
+        "root": root,
+        "traces": root / "traces.h5",
+        "labels": root / "labels.h5",
+        "folds": root / "folds.json",
+        "truth": root / "tiny.truth.h5",
+        "mat": root / "tiny.mat",
+    }

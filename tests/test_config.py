@@ -38,3 +38,21 @@ def test_schema_defaults_match_the_module_defaults(schema, cls, path):
     schema_defaults = {k: v["default"] for k, v in node["properties"].items()}
     module_defaults = dataclasses.asdict(cls())
     assert schema_defaults == module_defaults
+
+
+def test_schema_knows_every_model_and_training_setting(schema):
+    from wormgnn.models.registry import MODEL_CONFIGS
+    from wormgnn.train import TrainConfig
+
+    models = schema["properties"]["models"]["properties"]
+    assert set(models) == set(MODEL_CONFIGS)
+    for name, cls in MODEL_CONFIGS.items():
+        node = models[name]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        keys = set(node["properties"]) - {"training"}
+        assert keys == {f.name for f in dataclasses.fields(cls)}, name
+    training = set(schema["$defs"]["training"]["properties"])
+    assert training == {f.name for f in dataclasses.fields(TrainConfig)}
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert set(config["training"]) == training  # config.yaml documents every setting

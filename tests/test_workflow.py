@@ -140,3 +140,41 @@ def test_real_fixture_through_preprocess_and_labels(kato_fixture, kato_npz, tmp_
         }
         assert worm["n_excluded"] == expected["NOSTATE"]
     assert [f["test_worms"] for f in folds["lowo"]] == [[0], [1]]
+
+
+def test_tiny_pipeline_through_training_and_evaluation(tmp_path):
+    """Every (task, protocol, model, fold, seed) becomes its own train and evaluate job."""
+    models = ["persistence", "linear", "gnn"]
+    config = tiny_config(
+        {"tiny": {"source": "synthetic", "synthetic": {**TINY_SYNTHETIC, "n_worms": 2}}},
+        preprocess=FAST_PREPROCESS,
+        folds={"within": {"n_folds": 2, "gap_s": 10}},
+        experiment={
+            "models": models,
+            "protocols": ["lowo"],
+            "seeds": [0],
+            "window": 8,
+            "horizon": 3,
+        },
+        training={"max_epochs": 2, "device": "cpu"},
+        models={"gnn": {"hidden": 16, "message": 16}},
+    )
+    cfg = write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path, configfile=cfg)
+    res = tmp_path / "results" / "tiny"
+    metrics = sorted(p.relative_to(res).as_posix() for p in res.glob("*/*/*/*/*/metrics.json"))
+    expected = sorted(
+        f"{task}/lowo/{model}/fold{k}/seed0/metrics.json"
+        for task in ("forecast", "behaviour")
+        for model in models
+        for k in (0, 1)
+        if not (task == "behaviour" and model == "persistence")
+    )
+    assert metrics == expected
+    gnn = files.read_json(res / "forecast/lowo/gnn/fold1/seed0/metrics.json")
+    assert gnn["test_worms"] == [1] and gnn["edge_reference"] == "ground_truth"
+    assert (res / "forecast/lowo/gnn/fold1/seed0/model.pt").exists()
+    assert (tmp_path / "benchmarks/tiny/forecast/lowo/gnn/fold1/seed0/train.tsv").exists()
+    assert (
+        "epoch   2" in (tmp_path / "logs/tiny/forecast/lowo/gnn/fold1/seed0/train.log").read_text()
+    )

@@ -1,0 +1,81 @@
+"""Windows, splits and node sets: built with views, and with no leakage across splits."""
+
+import numpy as np
+import pytest
+import torch
+from wormgnn.data import WindowLoader, fold_segments, load_dataset, split_validation, window_starts
+
+
+@pytest.fixture(scope="module")
+def forecast_ds(tiny_results):
+    return load_dataset(tiny_results["traces"], tiny_results["labels"], "forecast", "shared", 8, 3)
+
+
+def test_windows_are_the_frames_they_claim(forecast_ds):
+    ds = forecast_ds
+    loader = WindowLoader(ds, {0: [(0, 100)], 1: [(20, 60)]}, 16, shuffle=False)
+    batch = next(iter(loader))
+    for b in range(batch.x.shape[0]):
+        w, s = int(batch.worm[b]), int(batch.start[b])
+        frames = ds.worms[w].x
+        torch.testing.assert_close(batch.x[b], frames[s : s + 8].permute(1, 0, 2))
+        torch.testing.assert_close(batch.y[b], frames[s + 8 : s + 11, :, 0].T)
+    assert loader.n_windows == (100 - 11 + 1) + (40 - 11 + 1)
+
+
+def test_windows_never_cross_segment_borders(forecast_ds):
+    starts = dict(window_starts(forecast_ds, {0: [(0, 30), (50, 70)]}))
+    s = starts[0]
+    assert set(s) == set(range(0, 20)) | set(range(50, 60))
+
+
+def test_validation_is_carved_from_training_behind_a_gap():
+    train = {0: [(0, 100), (150, 400)], 3: [(0, 200)]}
+    fit, val = split_validation(train, 0.2, gap=11)
+    assert val == {0: [(330, 400)], 3: [(160, 200)]}
+    assert fit == {0: [(0, 100), (150, 319)], 3: [(0, 149)]}
+
+
+def test_fold_segments_and_errors(tiny_results):
+    train, test = fold_segments(tiny_results["folds"], "lowo", 1)
+    assert list(test) == [1] and 1 not in train
+    with pytest.raises(ValueError, match="has 3 folds, not fold 7"):
+        fold_segments(tiny_results["folds"], "lowo", 7)
+
+
+def test_node_sets_and_label_neurons(tiny_results):
+    behaviour = load_dataset(
+        tiny_results["traces"], tiny_results["labels"], "behaviour", "shared", 8, 3
+    )
+    forecast = load_dataset(
+        tiny_results["traces"], tiny_results["labels"], "forecast", "shared", 8, 3
+    )
+    every = load_dataset(tiny_results["traces"], tiny_results["labels"], "behaviour", "all", 8, 3)
+    names = behaviour.worms[0].names
+    assert names == sorted(names) and all(w.names == names for w in behaviour.worms.values())
+    assert not any(n.startswith(("AVA", "SMDV", "SMDD", "RIB")) for n in names)
+    assert any(n.startswith("AVA") for n in forecast.worms[0].names)
+    assert behaviour.in_channels == 2 and forecast.in_channels == 1
+    assert every.n_nodes is None and len({w.n_nodes for w in every.worms.values()}) > 1
+    # behaviour windows end on labelled frames only
+    loader = WindowLoader(behaviour, {0: [(0, behaviour.worms[0].x.shape[0])]}, 64, False)
+    assert all(int(y) >= 0 for b in loader for y in b.y)
+
+
+def test_padded_batches_mix_node_counts(tiny_results):
+    ds = load_dataset(tiny_results["traces"], tiny_results["labels"], "forecast", "all", 8, 3)
+    loader = WindowLoader(
+        ds,
+        {0: [(0, 30)], 1: [(0, 30)]},
+        64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    batch = next(iter(loader))
+    sizes = batch.mask.sum(1)
+    assert set(sizes.tolist()) == {ds.worms[0].n_nodes, ds.worms[1].n_nodes}
+    assert batch.x.shape[1] == max(ds.worms[0].n_nodes, ds.worms[1].n_nodes)
+    assert torch.all(batch.x[~batch.mask] == 0)
+    np.testing.assert_array_equal(
+        np.sort(batch.start.numpy()[batch.worm.numpy() == 0]), np.arange(20)
+    )

@@ -1,0 +1,231 @@
+"""Training and evaluation of one fold: determinism, resume, isolation, metrics."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from wormgnn import evaluate
+from wormgnn.train import RunConfig, load_checkpoint, run_training
+
+FAST = {"max_epochs": 3, "batch_size": 64, "patience": 5}
+
+
+def _run(model, task="forecast", **kw):
+    params = kw.pop(
+        "model_params", {"hidden": 16, "message": 16} if model.startswith("gnn") else {}
+    )
+    return RunConfig(
+        dataset="tiny",
+        task=task,
+        protocol=kw.pop("protocol", "lowo"),
+        model=model,
+        fold=kw.pop("fold", 0),
+        seed=kw.pop("seed", 0),
+        window=8,
+        horizon=3,
+        training={**FAST, **kw.pop("training", {})},
+        model_params=params,
+        **kw,
+    )
+
+
+def _train_eval(tiny, run, out):
+    out.mkdir(parents=True, exist_ok=True)
+    run_training(
+        run, tiny["traces"], tiny["labels"], tiny["folds"], out / "model.pt", out / "history.csv"
+    )
+    return evaluate.run_evaluation(
+        run,
+        tiny["traces"],
+        tiny["labels"],
+        tiny["folds"],
+        out / "model.pt",
+        out / "metrics.json",
+        out / "predictions.h5",
+        tiny["truth"],
+    )
+
+
+def test_same_seed_same_metrics(tiny_results, tmp_path):
+    a = _train_eval(tiny_results, _run("gnn"), tmp_path / "a")
+    b = _train_eval(tiny_results, _run("gnn"), tmp_path / "b")
+    assert a == b
+    c = _train_eval(tiny_results, _run("gnn", seed=1), tmp_path / "c")
+    assert c["per_horizon"] != a["per_horizon"]
+
+
+@pytest.mark.parametrize(
+    ("model", "task"),
+    [
+        ("persistence", "forecast"),
+        ("linear", "forecast"),
+        ("linear", "behaviour"),
+        ("mlp", "behaviour"),
+        ("lstm", "forecast"),
+        ("gnn", "behaviour"),
+        ("gnn_connectome", "forecast"),
+    ],
+)
+def test_every_model_trains_and_evaluates(tiny_results, tmp_path, model, task):
+    metrics = _train_eval(tiny_results, _run(model, task), tmp_path)
+    assert metrics["test_worms"] == [0]
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) >= 2
+    ckpt = load_checkpoint(tmp_path / "model.pt")  # loads with weights_only=True
+    assert ckpt["run"]["model"] == model and ckpt["run"]["training"]["max_epochs"] == 3
+    with h5py.File(tmp_path / "predictions.h5", "r") as h5:
+        assert "worms/0/y_pred" in h5
+        if model.startswith("gnn"):
+            assert h5["edges/0/prob"].shape[0] == h5["edges/0/prob"].shape[1]
+    if task == "forecast":
+        assert [h["horizon"] for h in metrics["per_horizon"]] == [1, 2, 3]
+        if model == "persistence":
+            assert all(h["score"] == 0 for h in metrics["per_horizon"])
+    else:
+        assert 0 <= metrics["macro_f1"] <= 1
+        assert metrics["confusion_matrix"]["classes"] == ["forward", "reversal", "turn"]
+    if model.startswith("gnn"):
+        assert 0 <= metrics["edge_auroc"] <= 1 and metrics["edge_reference"] == "ground_truth"
+
+
+def test_gnn_on_every_roi(tiny_results, tmp_path):
+    run = _run(
+        "gnn", model_params={"hidden": 16, "message": 16, "node_set": "all"}, protocol="within"
+    )
+    metrics = _train_eval(tiny_results, run, tmp_path)
+    assert metrics["node_set"] == "all" and metrics["test_worms"] == [0, 1, 2]
+    with h5py.File(tmp_path / "predictions.h5", "r") as h5:
+        sizes = {h5[f"edges/{w}/prob"].shape[0] for w in (0, 1, 2)}
+    assert len(sizes) > 1  # a different node count per worm
+
+
+def test_no_test_worm_statistic_reaches_training(tiny_results, tmp_path):
+    """Train, then retrain after scrambling the test worm's data: the model is the same."""
+    run = _run("linear", "behaviour")
+    first = tmp_path / "first"
+    first.mkdir()
+    run_training(
+        run,
+        tiny_results["traces"],
+        tiny_results["labels"],
+        tiny_results["folds"],
+        first / "model.pt",
+        first / "h.csv",
+    )
+    scrambled = tmp_path / "traces.h5"
+    scrambled.write_bytes(tiny_results["traces"].read_bytes())
+    with h5py.File(scrambled, "r+") as h5:  # fold 0 tests on worm 0
+        traces = h5["worms/0/traces"]
+        traces[...] = traces[()] * 50.0 + 7.0
+    second = tmp_path / "second"
+    second.mkdir()
+    run_training(
+        run,
+        scrambled,
+        tiny_results["labels"],
+        tiny_results["folds"],
+        second / "model.pt",
+        second / "h.csv",
+    )
+    a, b = load_checkpoint(first / "model.pt"), load_checkpoint(second / "model.pt")
+    for key in a["linear"]:
+        torch.testing.assert_close(a["linear"][key], b["linear"][key])
+    gnn = _run("gnn", "behaviour")
+    for target, traces in ((first, tiny_results["traces"]), (second, scrambled)):
+        run_training(
+            gnn,
+            traces,
+            tiny_results["labels"],
+            tiny_results["folds"],
+            target / "g.pt",
+            target / "g.csv",
+        )
+    ga, gb = load_checkpoint(first / "g.pt"), load_checkpoint(second / "g.pt")
+    for key in ga["state_dict"]:
+        torch.testing.assert_close(ga["state_dict"][key], gb["state_dict"][key])
+
+
+def test_killed_training_resumes_where_it_stopped(tiny_results, tmp_path):
+    run = _run("gnn", training={"max_epochs": 8, "patience": 50})
+    args = [
+        "--traces",
+        str(tiny_results["traces"]),
+        "--labels",
+        str(tiny_results["labels"]),
+        "--folds",
+        str(tiny_results["folds"]),
+        "--run",
+        json.dumps(dataclasses.asdict(run)),
+        "--threads",
+        "1",
+    ]
+    cmd = [sys.executable, "-m", "wormgnn.train", *args]
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    partial = killed / "model.pt.partial"
+    out = ["--model-file", str(killed / "model.pt"), "--history", str(killed / "history.csv")]
+    proc = subprocess.Popen(cmd + out, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if partial.exists() and torch.load(partial, weights_only=False)["state"]["epoch"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    epoch_at_kill = torch.load(partial, weights_only=False)["state"]["epoch"]
+    resumed = subprocess.run(cmd + out, capture_output=True, text=True, check=True)
+    assert f"resuming from the checkpoint of epoch {epoch_at_kill}" in resumed.stderr
+    assert f"epoch {epoch_at_kill + 1:3d}" in resumed.stderr and "epoch   1 " not in resumed.stderr
+    assert not partial.exists()
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    subprocess.run(
+        cmd
+        + ["--model-file", str(straight / "model.pt"), "--history", str(straight / "history.csv")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    a, b = load_checkpoint(killed / "model.pt"), load_checkpoint(straight / "model.pt")
+    for key in a["state_dict"]:  # resuming restores every generator: same result
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key])
+    history = (killed / "history.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in history[1:]] == list(range(1, 9))
+
+
+def test_forecast_metrics_by_hand():
+    y = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    pred = y + np.array([[0.5, 1.0]])
+    persist = y + np.array([[1.0, 1.0]])
+    m = evaluate.forecast_metrics(y, pred, persist)
+    h1, h2 = m["per_horizon"]
+    assert h1["mse"] == 0.25 and h1["mae"] == 0.5 and h1["score"] == pytest.approx(0.75)
+    assert h2["mse"] == 1.0 and h2["score"] == 0.0
+    assert h1["r2"] == pytest.approx(1 - 0.75 / 8)
+
+
+def test_behaviour_metrics_by_hand():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    m = evaluate.behaviour_metrics(y_true, y_pred, ["f", "r", "t"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["per_class_f1"]["r"] == pytest.approx(0.8)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_edge_scores_by_hand():
+    truth = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)
+    perfect = truth * 0.9 + 0.05
+    s = evaluate.edge_scores([perfect], [truth], [np.ones(3, dtype=bool)])
+    assert s["edge_auroc"] == 1.0 and s["n_pairs"] == 6
+    unknown = evaluate.edge_scores([perfect], [truth], [np.array([True, True, False])])
+    assert unknown["n_pairs"] == 2

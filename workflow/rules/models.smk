@@ -1,0 +1,61 @@
+# Stages 3-4: per-fold training (on a GPU where one exists) and evaluation.
+
+
+rule train:
+    input:
+        traces="results/{dataset}/preprocessed/traces.h5",
+        labels="results/{dataset}/labels/labels.h5",
+        folds="results/{dataset}/folds.json",
+    output:
+        model=f"{FOLD_DIR}/model.pt",
+        history=f"{FOLD_DIR}/history.csv",
+    log:
+        f"logs/{FOLD_SUBDIR}/train.log",
+    benchmark:
+        f"benchmarks/{FOLD_SUBDIR}/train.tsv"
+    wildcard_constraints:
+        task="forecast|behaviour",
+        protocol="lowo|within",
+        fold=r"\d+",
+        seed=r"\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=uses_gpu,
+    params:
+        run=get_run_config,
+    shell:
+        "python -m wormgnn.train --traces {input.traces} --labels {input.labels}"
+        " --folds {input.folds} --run {params.run:q} --threads {threads}"
+        " --model-file {output.model} --history {output.history} 2> {log}"
+
+
+rule evaluate:
+    input:
+        model=f"{FOLD_DIR}/model.pt",
+        traces="results/{dataset}/preprocessed/traces.h5",
+        labels="results/{dataset}/labels/labels.h5",
+        folds="results/{dataset}/folds.json",
+        truth=get_truth,
+    output:
+        metrics=f"{FOLD_DIR}/metrics.json",
+        predictions=f"{FOLD_DIR}/predictions.h5",
+    log:
+        f"logs/{FOLD_SUBDIR}/evaluate.log",
+    wildcard_constraints:
+        task="forecast|behaviour",
+        protocol="lowo|within",
+        fold=r"\d+",
+        seed=r"\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        run=get_run_config,
+        truth=get_truth_arg,
+    shell:
+        "python -m wormgnn.evaluate --traces {input.traces} --labels {input.labels}"
+        " --folds {input.folds} --run {params.run:q} --threads {threads}"
+        " --model-file {input.model} {params.truth} --metrics {output.metrics}"
+        " --predictions {output.predictions} 2> {log}"

@@ -1,0 +1,291 @@
+"""Windows of activity for training and evaluation, per fold, without leakage.
+
+A *window* starting at frame ``s`` holds the input frames ``s .. s+W-1``; for
+``forecast`` its targets are frames ``s+W .. s+W+H-1`` of the ΔF/F channel, for
+``behaviour`` the class label at frame ``s+W-1``. Windows never cross a segment border,
+so no training window reaches into a test block (or into its ``within`` gap).
+
+The validation split is carved from the training segments only: the last
+``val_fraction`` of each training worm's frames, with a gap of ``W+H`` frames so that no
+training window overlaps a validation window. Test worms and test segments are never
+touched by anything fitted.
+
+Node sets:
+- ``shared``: the identified neurons present in every worm, in one fixed (sorted) order,
+  so fixed-size models can use them.
+- ``all``: every ROI of each worm (the count differs per worm); batches are padded and
+  carry a node mask.
+For ``behaviour``, the label-defining neurons are removed from both sets by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch_geometric.utils import to_dense_batch
+
+from wormgnn import files
+from wormgnn.connectome import Connectome
+
+TASKS = ("forecast", "behaviour")
+NODE_SETS = ("shared", "all")
+
+
+@dataclass
+class Worm:
+    """One worm's preprocessed activity, restricted to a node set.
+
+    Shapes: ``x`` (T, N, C); ``labels`` (T,) with -1 for excluded frames.
+    """
+
+    worm: int
+    x: torch.Tensor
+    names: list[str]
+    roi_index: np.ndarray
+    labels: np.ndarray | None
+    fps: float
+
+    @property
+    def n_nodes(self) -> int:
+        return self.x.shape[1]
+
+
+@dataclass
+class Dataset:
+    worms: dict[int, Worm]
+    task: str
+    node_set: str
+    channels: list[str]
+    classes: list[str]
+    window: int
+    horizon: int
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def n_nodes(self) -> int | None:
+        """The fixed node count of the ``shared`` set; ``None`` for ``all``."""
+        sizes = {w.n_nodes for w in self.worms.values()}
+        return sizes.pop() if self.node_set == "shared" and len(sizes) == 1 else None
+
+    @property
+    def span(self) -> int:
+        """Frames one window occupies: inputs plus forecast targets."""
+        return self.window + (self.horizon if self.task == "forecast" else 0)
+
+
+def load_dataset(
+    traces_path: Path,
+    labels_path: Path,
+    task: str,
+    node_set: str,
+    window: int,
+    horizon: int,
+    exclude_label_neurons: bool = True,
+) -> Dataset:
+    """Read ``traces.h5`` (and ``labels.h5``) into per-worm tensors for one node set."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is unknown; use one of {TASKS}")
+    if node_set not in NODE_SETS:
+        raise ValueError(f"node_set {node_set!r} is unknown; use one of {NODE_SETS}")
+    worms = {}
+    with h5py.File(traces_path, "r") as tr, h5py.File(labels_path, "r") as lb:
+        channels = files.read_strings(tr["channels"])
+        classes = files.read_strings(lb["classes"])
+        shared = files.read_strings(tr["shared_neurons"])
+        use_channels = [0] if task == "forecast" else list(range(len(channels)))
+        blocked: set[str] = set()
+        if task == "behaviour" and exclude_label_neurons:
+            for key in lb["worms"]:
+                names = files.read_strings(tr[f"worms/{key}/names"])
+                usable = lb[f"worms/{key}/behaviour_input"][()]
+                blocked |= {n for n, ok in zip(names, usable, strict=True) if n and not ok}
+        for key in sorted(tr["worms"], key=int):
+            g = tr[f"worms/{key}"]
+            names = files.read_strings(g["names"])
+            if node_set == "shared":
+                pos = {n: i for i, n in enumerate(names)}
+                keep = [pos[n] for n in shared if n not in blocked]
+            else:
+                keep = [i for i, n in enumerate(names) if n not in blocked]
+            x = g["traces"][()][:, keep][:, :, use_channels]
+            labels = lb[f"worms/{key}/labels"][()].astype(np.int64) if task == "behaviour" else None
+            worms[int(key)] = Worm(
+                worm=int(key),
+                x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                names=[names[i] for i in keep],
+                roi_index=g["roi_index"][()][keep],
+                labels=labels,
+                fps=float(g.attrs["fps"]),
+            )
+    if node_set == "shared" and not next(iter(worms.values())).names:
+        raise ValueError(f"{traces_path}: the shared node set is empty for task {task}")
+    return Dataset(
+        worms, task, node_set, [channels[c] for c in use_channels], classes, window, horizon
+    )
+
+
+# --------------------------------------------------------------------------- splits
+Segments = dict[int, list[tuple[int, int]]]
+
+
+def fold_segments(folds_path: Path, protocol: str, fold: int) -> tuple[Segments, Segments]:
+    """Train and test segments of one fold, keyed by worm."""
+    folds = files.read_json(folds_path)
+    if protocol not in ("lowo", "within"):
+        raise ValueError(f"protocol {protocol!r} is unknown; use lowo or within")
+    if not 0 <= fold < len(folds[protocol]):
+        raise ValueError(
+            f"{folds_path}: {protocol} has {len(folds[protocol])} folds, not fold {fold}"
+        )
+    entry = folds[protocol][fold]
+
+    def parse(block: dict[str, list[list[int]]]) -> Segments:
+        return {int(w): [(a, b) for a, b in segs] for w, segs in block.items()}
+
+    return parse(entry["train"]), parse(entry["test"])
+
+
+def split_validation(train: Segments, val_fraction: float, gap: int) -> tuple[Segments, Segments]:
+    """Carve validation from the end of each worm's training frames, behind a gap."""
+    fit: Segments = {}
+    val: Segments = {}
+    for worm, segments in train.items():
+        total = sum(b - a for a, b in segments)
+        need = int(round(total * val_fraction))
+        fit[worm], val[worm] = [], []
+        remaining = need
+        for a, b in reversed(segments):
+            if remaining > 0:
+                take = min(remaining, b - a)
+                val[worm].insert(0, (b - take, b))
+                remaining -= take
+                b = b - take - gap
+            if b > a:
+                fit[worm].insert(0, (a, b))
+    return fit, val
+
+
+def window_starts(ds: Dataset, segments: Segments) -> list[tuple[int, np.ndarray]]:
+    """Start frames of every complete window inside the segments, per worm.
+
+    Behaviour windows whose label (at the last input frame) is excluded are dropped.
+    """
+    out = []
+    for worm, segs in sorted(segments.items()):
+        starts = [np.arange(a, b - ds.span + 1) for a, b in segs if b - a >= ds.span]
+        s = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+        if ds.task == "behaviour" and s.size:
+            s = s[ds.worms[worm].labels[s + ds.window - 1] >= 0]
+        if s.size:
+            out.append((worm, s.astype(np.int64)))
+    return out
+
+
+# --------------------------------------------------------------------------- batches
+@dataclass
+class Batch:
+    """Padded windows. Shapes: ``x`` (B, N, W, C); ``mask`` (B, N); ``y`` forecast
+    (B, N, H) or behaviour (B,); ``graph`` (B, N, N) fixed adjacency or None."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    y: torch.Tensor
+    graph: torch.Tensor | None
+    worm: torch.Tensor
+    start: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.x.to(device),
+            self.mask.to(device),
+            self.y.to(device),
+            None if self.graph is None else self.graph.to(device),
+            self.worm,
+            self.start,
+        )
+
+
+class WindowLoader:
+    """Iterates over batches of windows; shuffled with an explicit generator."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        segments: Segments,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        graphs: dict[int, torch.Tensor] | None = None,
+    ):
+        self.ds = ds
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.graphs = graphs
+        pairs = window_starts(ds, segments)
+        self.worm_of = (
+            np.concatenate([np.full(s.size, w) for w, s in pairs]) if pairs else np.zeros(0, int)
+        )
+        self.start_of = np.concatenate([s for _, s in pairs]) if pairs else np.zeros(0, int)
+        # (T - span + 1, N, C, span) views: a window is one index, no copy per frame
+        self.views = {w: ds.worms[w].x.unfold(0, ds.span, 1) for w in ds.worms}
+
+    def __len__(self) -> int:
+        return (len(self.start_of) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def n_windows(self) -> int:
+        return int(len(self.start_of))
+
+    def __iter__(self):
+        n = len(self.start_of)
+        order = (
+            torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
+        )
+        for i in range(0, n, self.batch_size):
+            yield self.collate(order[i : i + self.batch_size])
+
+    def collate(self, idx: np.ndarray) -> Batch:
+        ds = self.ds
+        worms, starts = self.worm_of[idx], self.start_of[idx]
+        items, ys = [], []
+        for w, s in zip(worms, starts, strict=True):
+            win = self.views[w][s]  # (N, C, span)
+            items.append(win[..., : ds.window].permute(0, 2, 1))  # (N, W, C)
+            if ds.task == "forecast":
+                ys.append(win[:, 0, ds.window :])  # (N, H) ΔF/F targets
+            else:
+                ys.append(torch.tensor(ds.worms[w].labels[s + ds.window - 1]))
+        sizes = torch.tensor([t.shape[0] for t in items])
+        flat = torch.cat([t.reshape(t.shape[0], -1) for t in items])  # (ΣN, W*C)
+        batch_vec = torch.repeat_interleave(torch.arange(len(items)), sizes)
+        x, mask = to_dense_batch(flat, batch_vec)  # (B, Nmax, W*C), (B, Nmax)
+        x = x.view(len(items), -1, ds.window, ds.in_channels)
+        if ds.task == "forecast":
+            y, _ = to_dense_batch(torch.cat(ys), batch_vec)  # (B, Nmax, H)
+        else:
+            y = torch.stack(ys)
+        graph = None
+        if self.graphs is not None:
+            n_max = x.shape[1]
+            graph = torch.zeros(len(items), n_max, n_max)
+            for b, w in enumerate(worms):
+                g = self.graphs[w]
+                graph[b, : g.shape[0], : g.shape[1]] = g
+        return Batch(x, mask, y, graph, torch.from_numpy(worms), torch.from_numpy(starts))
+
+
+def connectome_graphs(ds: Dataset, connectome: Connectome) -> dict[int, torch.Tensor]:
+    """Per worm, the anatomical adjacency [sender, receiver] among its nodes (unnamed
+    nodes and names missing from the connectome get no edges)."""
+    return {
+        w: torch.from_numpy(connectome.restrict(worm.names).astype(np.float32))
+        for w, worm in ds.worms.items()
+    }

@@ -1,0 +1,294 @@
+"""The relation-inferring GNN (Neural Relational Inference style) and its decoder.
+
+Kipf, Fetaya, Wang, Welling & Zemel, *Neural Relational Inference for Interacting
+Systems*, ICML 2018 (arXiv 1802.04687); applied to C. elegans by Wang, Sapra, George &
+Silva, Front. Artif. Intell. 2021 (arXiv 2010.08569).
+
+**Encoder** (factor-graph MLP encoder of NRI). Each neuron's window becomes a node
+embedding :math:`h_i`; each directed pair (sender s, receiver r) gets edge features
+:math:`e_{sr} = f_e([h_s, h_r])`; an edge→node→edge pass adds context; a linear layer
+gives logits over K edge types, :math:`q(z_{sr} | x) = \\mathrm{softmax}(\\ell_{sr})`.
+Training samples :math:`z` with a Gumbel-softmax (temperature ``tau``, hard or soft);
+evaluation uses the posterior probabilities. The KL divergence to a sparsity prior
+(``prior``, e.g. 90 % "no edge") regularises the graph.
+
+**Decoder** (:class:`RelationalConv`). Type 0 means "no edge" and carries no message;
+each other type k has its own message function, summed at the receiver:
+
+.. math::
+    m_r = \\sum_{k \\ge 1} O_k \\sum_{s \\ne r} z_{srk}\\, \\mathrm{ReLU}(A_k h_r + B_k h_s + b_k),
+    \\qquad h_r \\leftarrow h_r + g([h_r, m_r]).
+
+Heads: forecast predicts each neuron's next-frame change; behaviour pools the node
+states (attention or mean) and classifies. Node features come from activity alone, so
+the model runs on any number of neurons, and relabelling the neurons permutes the edges
+and forecasts with them and leaves the behaviour logits unchanged.
+
+The first layer of every pairwise MLP is split into a sender and a receiver part, so
+the (B, N, N, ·) tensors are formed once by broadcasting. ``RelationalConv`` computes the
+same messages densely (all pairs, batched) or sparsely with PyG's ``MessagePassing``
+over an ``edge_index``; the benchmark compares both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import MessagePassing
+
+from wormgnn.models.common import ModelOutput
+
+
+@dataclass
+class GNNConfig:
+    """``models.gnn`` / ``models.gnn_connectome`` in config.yaml."""
+
+    node_set: str = "shared"  # shared | all
+    hidden: int = 64
+    message: int = 32  # per-pair width: the (B, N, N, ·) tensors dominate the cost
+    layers: int = 1
+    edge_types: int = 2  # including type 0 = "no edge"
+    tau: float = 0.5
+    hard: bool = False
+    prior: list[float] = field(default_factory=lambda: [0.9, 0.1])
+    kl_weight: float = 0.1
+    pooling: str = "attention"  # attention | mean
+    dropout: float = 0.0
+    impl: str = "dense"  # dense | sparse (PyG MessagePassing); same maths
+
+
+def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class PairwiseMLP(nn.Module):
+    r""":math:`f([h_s, h_r]) = V\,\mathrm{ReLU}(U_s h_s + U_r h_r + b)` for all pairs, the
+    first layer split into a sender and a receiver projection so that only one matrix
+    product runs per pair. Shapes: h (B, N, F) → (B, N_s, N_r, out)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.send = nn.Linear(in_dim, hidden, bias=False)
+        self.recv = nn.Linear(in_dim, hidden)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, h: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        pre = self.send(h)[:, :, None] + self.recv(h)[:, None, :]  # (B, N_s, N_r, hidden)
+        if extra is not None:
+            pre = pre + extra
+        return self.out(pre)
+
+
+class RelationalConv(MessagePassing):
+    """One decoder message-passing step with one message function per edge type.
+
+    Args:
+        hidden: node state size F.
+        message: message size M.
+        n_types: message-carrying edge types T (all types but "no edge").
+
+    Shapes:
+        dense: h (B, N, F), z (B, N_s, N_r, T) → (B, N, F).
+        sparse: h (V, F), edge_index (2, E) [sender, receiver], z (E, T) → (V, F).
+    """
+
+    def __init__(self, hidden: int, message: int, n_types: int):
+        super().__init__(aggr="add", flow="source_to_target")
+        self.hidden, self.message_dim, self.n_types = hidden, message, n_types
+        self.recv = nn.Linear(hidden, n_types * message)
+        self.send = nn.Linear(hidden, n_types * message, bias=False)
+        self.out_weight = nn.Parameter(torch.empty(n_types, message, hidden))
+        self.out_bias = nn.Parameter(torch.empty(hidden))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.recv.reset_parameters()
+        self.send.reset_parameters()
+        nn.init.xavier_uniform_(self.out_weight)
+        nn.init.zeros_(self.out_bias)
+
+    def forward_dense(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        b, n, _ = h.shape
+        a = self.recv(h).view(b, 1, n, self.n_types, self.message_dim)  # receivers
+        s = self.send(h).view(b, n, 1, self.n_types, self.message_dim)  # senders
+        msg = F.relu(a + s)  # (B, N_s, N_r, T, M)
+        agg = torch.einsum("bsrt,bsrtm->brtm", z, msg)  # (B, N_r, T, M)
+        return torch.einsum("brtm,tmh->brh", agg, self.out_weight) + self.out_bias
+
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        agg = self.propagate(edge_index, x=h, z=z)  # (V, T*M)
+        agg = agg.view(-1, self.n_types, self.message_dim)
+        return torch.einsum("vtm,tmh->vh", agg, self.out_weight) + self.out_bias
+
+    def message(self, x_i: torch.Tensor, x_j: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # x_i: receiver states, x_j: sender states, z: (E, T) edge-type weights
+        msg = F.relu(self.recv(x_i) + self.send(x_j)).view(-1, self.n_types, self.message_dim)
+        return (msg * z[:, :, None]).reshape(-1, self.n_types * self.message_dim)
+
+
+def dense_to_sparse_edges(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All valid directed pairs of a padded batch as a PyG ``edge_index`` over the
+    flattened nodes, with their (E, T) edge weights."""
+    b, n = mask.shape
+    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=mask.device)
+    bi, si, ri = pair.nonzero(as_tuple=True)
+    edge_index = torch.stack([bi * n + si, bi * n + ri])
+    return edge_index, z[bi, si, ri]
+
+
+class RelationalDecoder(nn.Module):
+    """Node embedding from the window, ``layers`` relational message-passing steps, and
+    a forecast or behaviour head. Shapes: x (B, N, W, C), z (B, N, N, T) → ModelOutput."""
+
+    def __init__(self, window: int, in_channels: int, out_dim: int, task: str, cfg: GNNConfig):
+        super().__init__()
+        self.task, self.cfg = task, cfg
+        h = cfg.hidden
+        self.embed = _mlp([window * in_channels, h, h], cfg.dropout)
+        self.convs = nn.ModuleList(
+            RelationalConv(h, cfg.message, cfg.edge_types - 1) for _ in range(cfg.layers)
+        )
+        self.updates = nn.ModuleList(_mlp([2 * h, h, h], cfg.dropout) for _ in range(cfg.layers))
+        if task == "forecast":
+            self.head = nn.Linear(h, 1)
+        else:
+            self.attention = nn.Linear(h, 1)
+            self.head = _mlp([h, h, out_dim], cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear | RelationalConv) and module is not self:
+                module.reset_parameters()
+        last = self.head if isinstance(self.head, nn.Linear) else self.head[-1]
+        nn.init.zeros_(last.weight)  # start at persistence / uniform logits
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        b, n = mask.shape
+        h = self.embed(x.reshape(b, n, -1))  # (B, N, F)
+        if self.cfg.impl == "sparse":
+            edge_index, z_edges = dense_to_sparse_edges(z, mask)
+        for conv, update in zip(self.convs, self.updates, strict=True):
+            if self.cfg.impl == "sparse":
+                m = conv(h.reshape(b * n, -1), edge_index, z_edges).view(b, n, -1)
+            else:
+                m = conv.forward_dense(h, z)
+            h = h + update(torch.cat([h, m], dim=-1))
+        if self.task == "forecast":
+            return self.head(h).squeeze(-1)  # (B, N) next-frame change
+        if self.cfg.pooling == "attention":
+            score = self.attention(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(score, dim=1)  # (B, N)
+        else:
+            weights = mask.float() / mask.sum(1, keepdim=True)
+        return self.head((weights[:, :, None] * h).sum(1))  # (B, K)
+
+
+class RelationEncoder(nn.Module):
+    """NRI's MLP encoder: node → edge → node → edge, then edge-type logits.
+    Shapes: x (B, N, W, C), mask (B, N) → logits (B, N_s, N_r, K)."""
+
+    def __init__(self, window: int, in_channels: int, cfg: GNNConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.embed = _mlp([window * in_channels, h, h], cfg.dropout)
+        m = cfg.message
+        self.edge1 = PairwiseMLP(h, m, m)
+        self.node2 = _mlp([m, h, h], cfg.dropout)
+        self.edge2 = PairwiseMLP(h, m, m)
+        self.skip = nn.Linear(m, m, bias=False)
+        self.logits = nn.Linear(m, cfg.edge_types)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n = mask.shape
+        pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
+        h = self.embed(x.reshape(b, n, -1))
+        e = self.edge1(h) * pair[..., None]  # (B, N_s, N_r, F)
+        incoming = e.sum(1) / mask.sum(1).clamp(min=1)[:, None, None]  # edge → receiver node
+        h2 = self.node2(incoming)
+        e2 = self.edge2(h2, extra=self.skip(e))
+        return self.logits(e2)
+
+
+def valid_pairs(mask: torch.Tensor) -> torch.Tensor:
+    """(B, N, N) bool: both nodes real and sender ≠ receiver."""
+    n = mask.shape[1]
+    eye = torch.eye(n, dtype=torch.bool, device=mask.device)
+    return mask[:, :, None] & mask[:, None, :] & ~eye
+
+
+class RelationalGNN(nn.Module):
+    """The ``gnn`` model: infer the graph from the window, then decode over it.
+
+    Args:
+        window: frames W; in_channels: C; out_dim: 1 (forecast) or K classes; task;
+        cfg: :class:`GNNConfig`.
+
+    Shapes:
+        x (B, N, W, C), mask (B, N) → pred (B, N) or (B, K); edge_prob (B, N, N).
+    """
+
+    reuses_edges = True
+
+    def __init__(self, window: int, in_channels: int, out_dim: int, task: str, cfg: GNNConfig):
+        super().__init__()
+        if len(cfg.prior) != cfg.edge_types or cfg.edge_types < 2:
+            raise ValueError(
+                f"gnn: prior {cfg.prior} must give one probability per edge type (>= 2)"
+            )
+        self.cfg = cfg
+        self.encoder = RelationEncoder(window, in_channels, cfg)
+        self.decoder = RelationalDecoder(window, in_channels, out_dim, task, cfg)
+        self.register_buffer("log_prior", torch.log(torch.tensor(cfg.prior, dtype=torch.float32)))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        graph: torch.Tensor | None = None,
+        edges: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        if edges is not None:  # a rollout step: keep the graph inferred from the observed window
+            return ModelOutput(self.decoder(x, mask, edges), edges=edges)
+        logits = self.encoder(x, mask)  # (B, N, N, K)
+        valid = valid_pairs(mask)
+        log_q = F.log_softmax(logits, dim=-1)
+        q = log_q.exp()
+        if self.training:
+            z = F.gumbel_softmax(logits, tau=self.cfg.tau, hard=self.cfg.hard, dim=-1)
+        else:
+            z = q
+        z = z * valid[..., None]
+        kl = ((q * (log_q - self.log_prior)).sum(-1) * valid).sum() / valid.sum().clamp(min=1)
+        pred = self.decoder(x, mask, z[..., 1:])
+        edge_prob = (1.0 - q[..., 0]) * valid
+        return ModelOutput(pred, edge_prob=edge_prob, kl=kl, edges=z[..., 1:])
+
+
+class ConnectomeGNN(nn.Module):
+    """The ``gnn_connectome`` model: the same decoder on the fixed anatomical graph.
+
+    Shapes: x (B, N, W, C), mask (B, N), graph (B, N_s, N_r) in {0, 1} → pred.
+    """
+
+    def __init__(self, window: int, in_channels: int, out_dim: int, task: str, cfg: GNNConfig):
+        super().__init__()
+        self.cfg = GNNConfig(**{**cfg.__dict__, "edge_types": 2})
+        self.decoder = RelationalDecoder(window, in_channels, out_dim, task, self.cfg)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, graph: torch.Tensor | None = None
+    ) -> ModelOutput:
+        if graph is None:
+            raise ValueError("gnn_connectome needs the anatomical graph of each batch")
+        z = (graph * valid_pairs(mask))[..., None]  # (B, N, N, 1): the one edge type
+        return ModelOutput(self.decoder(x, mask, z), edge_prob=z[..., 0])

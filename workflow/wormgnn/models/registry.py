@@ -1,0 +1,71 @@
+"""Model names (the ``{model}`` wildcard), their config dataclasses and constructors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from torch import nn
+
+from wormgnn.models.baselines import LinearConfig
+from wormgnn.models.lstm import LSTMConfig, WindowLSTM
+from wormgnn.models.mlp import MLPConfig, WindowMLP
+from wormgnn.models.nri import ConnectomeGNN, GNNConfig, RelationalGNN
+
+
+@dataclass
+class PersistenceConfig:
+    """``persistence`` has no settings."""
+
+
+MODEL_CONFIGS: dict[str, type] = {
+    "persistence": PersistenceConfig,
+    "linear": LinearConfig,
+    "mlp": MLPConfig,
+    "lstm": LSTMConfig,
+    "gnn": GNNConfig,
+    "gnn_connectome": GNNConfig,
+}
+NEURAL_MODELS = ("mlp", "lstm", "gnn", "gnn_connectome")
+FORECAST_ONLY = ("persistence",)
+
+
+def model_config(name: str, values: dict[str, Any] | None) -> Any:
+    """The model's dataclass: defaults, overridden by ``values`` (unknown keys are errors)."""
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"model {name!r} is unknown; choose one of {sorted(MODEL_CONFIGS)}")
+    cls = MODEL_CONFIGS[name]
+    values = dict(values or {})
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"models.{name}: unknown setting(s) {sorted(unknown)}")
+    return cls(**values)
+
+
+def node_set_of(name: str, cfg: Any) -> str:
+    return getattr(cfg, "node_set", "shared")
+
+
+def build_model(
+    name: str,
+    task: str,
+    cfg: Any,
+    *,
+    n_nodes: int | None,
+    window: int,
+    in_channels: int,
+    n_classes: int,
+) -> nn.Module:
+    """Construct a neural model for ``task`` (forecast: one output per node)."""
+    if name not in NEURAL_MODELS:
+        raise ValueError(f"{name} is not a neural model")
+    out_dim = n_classes if task == "behaviour" else (n_nodes or 1)
+    if name in ("mlp", "lstm"):
+        if n_nodes is None:
+            raise ValueError(f"{name} needs a fixed node count: use the shared node set")
+        if name == "mlp":
+            return WindowMLP(n_nodes, window, in_channels, out_dim, cfg)
+        return WindowLSTM(n_nodes, in_channels, out_dim, cfg)
+    gnn_out = n_classes if task == "behaviour" else 1
+    cls = RelationalGNN if name == "gnn" else ConnectomeGNN
+    return cls(window, in_channels, gnn_out, task, cfg)

@@ -1,0 +1,475 @@
+"""Train one (dataset, task, protocol, model, fold, seed): ``model.pt`` and ``history.csv``.
+
+The loop is flat: config → data → model → optimiser → ``train_epoch`` / ``evaluate`` per
+epoch → keep the best on validation → stop after ``patience`` epochs without progress.
+Validation is carved from the training segments only (:mod:`wormgnn.data`).
+
+- Forecast models predict the next frame's change and are trained on their own H-step
+  rollout (MSE over horizons 1..H), which is how they are evaluated.
+- Behaviour models minimise class-weighted cross-entropy (weights from the training
+  labels); validation selects on macro-F1.
+- The GNN adds ``kl_weight`` × KL(edge posterior ‖ sparsity prior).
+
+After every epoch the full state (model, optimiser, early-stopping counters, history and
+every random generator) goes to ``model.pt.partial``; a job killed mid-training and
+started again resumes from there and ends with the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+
+from wormgnn import files
+from wormgnn.connectome import load_connectome
+from wormgnn.data import (
+    Dataset,
+    Segments,
+    WindowLoader,
+    connectome_graphs,
+    fold_segments,
+    load_dataset,
+    split_validation,
+)
+from wormgnn.models import NEURAL_MODELS, build_model, rollout
+from wormgnn.models.baselines import LinearModel, persistence_forecast
+from wormgnn.models.registry import FORECAST_ONLY, model_config, node_set_of
+
+log = logging.getLogger("wormgnn.train")
+
+
+@dataclass
+class TrainConfig:
+    """``training`` in config.yaml (per-model overrides under ``models.<name>.training``)."""
+
+    batch_size: int = 64
+    max_epochs: int = 60
+    patience: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    val_fraction: float = 0.15
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines one training run; saved in every checkpoint."""
+
+    dataset: str
+    task: str
+    protocol: str
+    model: str
+    fold: int
+    seed: int
+    window: int = 16
+    horizon: int = 5
+    exclude_label_neurons: bool = True
+    connectome: str = "Cook2019Herm"
+    training: dict[str, Any] = field(default_factory=dict)
+    model_params: dict[str, Any] = field(default_factory=dict)
+
+    def train_config(self) -> TrainConfig:
+        unknown = set(self.training) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"training: unknown setting(s) {sorted(unknown)}")
+        return TrainConfig(**self.training)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a generator for data shuffling."""
+    random.seed(seed)
+    # Our code passes explicit generators; the global NumPy state is seeded (and saved on
+    # resume) for libraries that still draw from it.
+    np.random.seed(seed)  # noqa: NPY002
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "training.device is 'cuda' but no CUDA device is available; use auto or cpu"
+        )
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class Prepared:
+    ds: Dataset
+    fit: Segments
+    val: Segments
+    test: Segments
+    graphs: dict[int, torch.Tensor] | None
+
+
+def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared:
+    """Load the node set the model needs and this fold's fit/validation/test segments."""
+    mcfg = model_config(run.model, run.model_params)
+    if run.task == "behaviour" and run.model in FORECAST_ONLY:
+        raise ValueError(f"{run.model} is a forecast-only model; it has no behaviour variant")
+    ds = load_dataset(
+        traces,
+        labels,
+        run.task,
+        node_set_of(run.model, mcfg),
+        run.window,
+        run.horizon,
+        run.exclude_label_neurons,
+    )
+    train, test = fold_segments(folds, run.protocol, run.fold)
+    cfg = run.train_config()
+    fit, val = split_validation(train, cfg.val_fraction, gap=ds.span)
+    graphs = (
+        connectome_graphs(ds, load_connectome(run.connectome))
+        if run.model == "gnn_connectome"
+        else None
+    )
+    return Prepared(ds, fit, val, test, graphs)
+
+
+def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
+    """All windows of a fixed-size loader as arrays: x (B, N, W, C), y."""
+    xs, ys = [], []
+    for batch in loader:
+        xs.append(batch.x.numpy())
+        ys.append(batch.y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# --------------------------------------------------------------------------- neural
+def batch_loss(
+    model: torch.nn.Module,
+    batch,
+    task: str,
+    horizon: int,
+    kl_weight: float,
+    class_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Loss of one batch; returns (loss, predictions, parts for logging)."""
+    if task == "forecast":
+        pred, first = rollout(model, batch.x, batch.mask, batch.graph, horizon)
+        err = (pred - batch.y) ** 2 * batch.mask[:, :, None]
+        data_loss = err.sum() / (batch.mask.sum() * horizon)
+    else:
+        first = model(batch.x, batch.mask, batch.graph)
+        pred = first.pred
+        data_loss = F.cross_entropy(pred, batch.y, weight=class_weights)
+    loss = data_loss
+    parts = {"data": float(data_loss.detach())}
+    if first.kl is not None:
+        loss = loss + kl_weight * first.kl
+        parts["kl"] = float(first.kl.detach())
+    return loss, pred, parts
+
+
+def train_epoch(
+    model, loader, optimiser, run: RunConfig, cfg: TrainConfig, device, kl_weight, class_weights
+) -> dict[str, float]:
+    model.train()
+    totals: dict[str, float] = {}
+    n = 0
+    bar = tqdm(loader, desc="train", leave=False, file=sys.stderr, disable=None)
+    for batch in bar:
+        batch = batch.to(device)
+        loss, _, parts = batch_loss(model, batch, run.task, run.horizon, kl_weight, class_weights)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimiser.step()
+        b = batch.x.shape[0]
+        n += b
+        for key, value in {"loss": float(loss.detach()), **parts}.items():
+            totals[key] = totals.get(key, 0.0) + value * b
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+@torch.no_grad()
+def evaluate(model, loader, run: RunConfig, device, kl_weight, class_weights) -> dict[str, float]:
+    """Validation loss and the selection metric (forecast: -MSE; behaviour: macro-F1)."""
+    model.eval()
+    total, n = 0.0, 0
+    sq, count = 0.0, 0.0
+    y_true, y_pred = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        loss, pred, _ = batch_loss(model, batch, run.task, run.horizon, kl_weight, class_weights)
+        total += float(loss) * batch.x.shape[0]
+        n += batch.x.shape[0]
+        if run.task == "forecast":
+            sq += float(((pred - batch.y) ** 2 * batch.mask[:, :, None]).sum())
+            count += float(batch.mask.sum()) * run.horizon
+        else:
+            y_true.append(batch.y.cpu().numpy())
+            y_pred.append(pred.argmax(1).cpu().numpy())
+    if run.task == "forecast":
+        score = -sq / max(count, 1.0)
+    else:
+        score = float(f1_score(np.concatenate(y_true), np.concatenate(y_pred), average="macro"))
+    return {"val_loss": total / max(n, 1), "val_score": score}
+
+
+def class_weights_of(ds: Dataset, loader: WindowLoader) -> torch.Tensor:
+    """Inverse-frequency class weights from the training windows only."""
+    labels = np.concatenate(
+        [
+            ds.worms[w].labels[loader.start_of[loader.worm_of == w] + ds.window - 1]
+            for w in np.unique(loader.worm_of)
+        ]
+    )
+    counts = np.bincount(labels, minlength=len(ds.classes)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(ds.classes), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+        "loader": generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+
+
+def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> dict[str, Any]:
+    cfg = run.train_config()
+    device = resolve_device(cfg.device)
+    generator = seed_everything(run.seed)
+    ds = prep.ds
+    mcfg = model_config(run.model, run.model_params)
+    model = build_model(
+        run.model,
+        run.task,
+        mcfg,
+        n_nodes=ds.n_nodes,
+        window=ds.window,
+        in_channels=ds.in_channels,
+        n_classes=len(ds.classes),
+    ).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fit_loader = WindowLoader(ds, prep.fit, cfg.batch_size, True, generator, prep.graphs)
+    val_loader = WindowLoader(ds, prep.val, cfg.batch_size, False, None, prep.graphs)
+    if fit_loader.n_windows == 0 or val_loader.n_windows == 0:
+        raise ValueError(
+            f"fold {run.fold}: no complete training or validation windows "
+            f"({fit_loader.n_windows}, {val_loader.n_windows}); shorten the window"
+        )
+    class_weights = class_weights_of(ds, fit_loader).to(device) if run.task == "behaviour" else None
+    kl_weight = getattr(mcfg, "kl_weight", 0.0)
+    log.info(
+        "%s/%s/%s fold %d seed %d on %s: %d fit, %d val windows, %s nodes, %d parameters",
+        run.task,
+        run.protocol,
+        run.model,
+        run.fold,
+        run.seed,
+        device,
+        fit_loader.n_windows,
+        val_loader.n_windows,
+        ds.n_nodes or "variable",
+        sum(p.numel() for p in model.parameters()),
+    )
+
+    partial = out.with_name(out.name + ".partial")
+    state = {
+        "epoch": 0,
+        "best_score": -np.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "best_state": None,
+    }
+    if partial.exists():
+        saved = torch.load(partial, map_location=device, weights_only=False)
+        if saved["run"] == asdict(run):
+            model.load_state_dict(saved["model"])
+            optimiser.load_state_dict(saved["optimiser"])
+            _set_rng_state(saved["rng"], generator)
+            state = saved["state"]
+            log.info("resuming from the checkpoint of epoch %d (%s)", state["epoch"], partial)
+        else:
+            log.warning("%s was written with another configuration; starting afresh", partial)
+
+    while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"] + 1
+        start = time.perf_counter()
+        train_stats = train_epoch(
+            model, fit_loader, optimiser, run, cfg, device, kl_weight, class_weights
+        )
+        val_stats = evaluate(model, val_loader, run, device, kl_weight, class_weights)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_stats["loss"],
+            "train_kl": train_stats.get("kl", 0.0),
+            **val_stats,
+            "seconds": time.perf_counter() - start,
+            "windows_per_s": fit_loader.n_windows / (time.perf_counter() - start),
+        }
+        state["history"].append(row)
+        if val_stats["val_score"] > state["best_score"]:
+            state.update(
+                best_score=val_stats["val_score"],
+                best_epoch=epoch,
+                bad_epochs=0,
+                best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            )
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        log.info(
+            "epoch %3d  train %.4f  val %.4f  val_score %.4f  %.1fs%s",
+            epoch,
+            row["train_loss"],
+            row["val_loss"],
+            row["val_score"],
+            row["seconds"],
+            "  *" if state["best_epoch"] == epoch else "",
+        )
+        with files.atomic_path(partial) as tmp:
+            torch.save(
+                {
+                    "run": asdict(run),
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "rng": _rng_state(generator),
+                    "state": state,
+                },
+                tmp,
+            )
+    log.info("best epoch %d (val_score %.4f)", state["best_epoch"], state["best_score"])
+    checkpoint = {
+        "state_dict": state["best_state"],
+        "best_epoch": state["best_epoch"],
+        "best_val_score": state["best_score"],
+    }
+    write_history(history_out, state["history"])
+    save_checkpoint(out, run, prep, checkpoint)
+    partial.unlink(missing_ok=True)
+    return checkpoint
+
+
+# --------------------------------------------------------------------------- outputs
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        keys = list(rows[0]) if rows else ["epoch"]
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_checkpoint(out: Path, run: RunConfig, prep: Prepared, payload: dict[str, Any]) -> None:
+    ds = prep.ds
+    meta = {
+        "node_set": ds.node_set,
+        "n_nodes": ds.n_nodes,
+        "channels": ds.channels,
+        "classes": ds.classes,
+        "names": {str(w): wd.names for w, wd in ds.worms.items()},
+    }
+    with files.atomic_path(out) as tmp:
+        torch.save({"format": 1, "run": asdict(run), "meta": meta, **payload}, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit_classical(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> dict[str, Any]:
+    """``persistence`` (nothing to fit) and ``linear`` (closed form / sklearn)."""
+    seed_everything(run.seed)
+    payload: dict[str, Any] = {"state_dict": None, "best_epoch": 0}
+    fit_loader = WindowLoader(prep.ds, prep.fit, 4096, False)
+    val_loader = WindowLoader(prep.ds, prep.val, 4096, False)
+    x_val, y_val = stack_windows(val_loader)
+    if run.model == "linear":
+        x_fit, y_fit = stack_windows(fit_loader)
+        model = LinearModel(run.task, model_config("linear", run.model_params), run.horizon).fit(
+            x_fit, y_fit, run.seed
+        )
+        payload["linear"] = {k: torch.from_numpy(np.asarray(v)) for k, v in model.params.items()}
+        pred = model.predict(x_val) if run.task == "forecast" else model.predict_classes(x_val)
+    else:
+        pred = persistence_forecast(x_val, run.horizon)
+    if run.task == "forecast":
+        score = -float(np.mean((pred - y_val) ** 2))
+    else:
+        score = float(f1_score(y_val, pred, average="macro"))
+    payload["best_val_score"] = score
+    write_history(
+        history_out, [{"epoch": 1, "val_score": score, "n_fit_windows": fit_loader.n_windows}]
+    )
+    save_checkpoint(out, run, prep, payload)
+    log.info("%s: val_score %.4f", run.model, score)
+    return payload
+
+
+def run_training(
+    run: RunConfig, traces: Path, labels: Path, folds: Path, out: Path, history: Path
+) -> dict[str, Any]:
+    prep = prepare(run, traces, labels, folds)
+    if run.model in NEURAL_MODELS:
+        return fit_neural(run, prep, out, history)
+    return fit_classical(run, prep, out, history)
+
+
+def parse_run(argv: list[str] | None, description: str) -> tuple[argparse.Namespace, RunConfig]:
+    """Arguments shared by ``train`` and ``evaluate``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--traces", type=Path, required=True)
+    parser.add_argument("--labels", type=Path, required=True)
+    parser.add_argument("--folds", type=Path, required=True)
+    parser.add_argument("--model-file", type=Path, required=True, help="model.pt")
+    parser.add_argument("--run", required=True, help="the resolved run config, as JSON")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--history", type=Path, help="history.csv (train)")
+    parser.add_argument("--metrics", type=Path, help="metrics.json (evaluate)")
+    parser.add_argument("--predictions", type=Path, help="predictions.h5 (evaluate)")
+    parser.add_argument(
+        "--truth", type=Path, default=None, help="synthetic ground truth (evaluate)"
+    )
+    args = parser.parse_args(argv)
+    files.setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    values = files.parse_json_arg(args.run, "run")
+    try:
+        run = RunConfig(**values)
+    except TypeError as err:
+        raise SystemExit(f"error: --run: {err}") from err
+    return args, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, run = parse_run(argv, "Train one model on one fold and seed.")
+    try:
+        run_training(run, args.traces, args.labels, args.folds, args.model_file, args.history)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+
+
+if __name__ == "__main__":
+    main()
