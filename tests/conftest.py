@@ -103,11 +103,16 @@ def tiny_config(datasets: dict, **overrides) -> dict:
 
 
 def run_snakemake(
-    workdir: Path, *args: str, configfile: Path | None = None, check: bool = True
+    workdir: Path,
+    *args: str,
+    configfile: Path | None = None,
+    check: bool = True,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with this interpreter's tools first
     on PATH, so that the rules' ``python -m wormgnn...`` use the test environment.
-    Snakemake's stdout and stderr come back together in ``.stdout``."""
+    Snakemake's stdout and stderr come back together in ``.stdout``. ``cwd`` (default:
+    ``workdir``) is where relative paths in a profile resolve."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     cmd = [
@@ -125,7 +130,12 @@ def run_snakemake(
         cmd += ["--configfile", str(configfile)]
     cmd += list(args)
     result = subprocess.run(
-        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=cwd or workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}")

@@ -48,6 +48,13 @@ def test_tiny_synthetic_pipeline_end_to_end(tmp_path):
     assert "Nothing to be done" in again.stdout
 
 
+def test_demo_profile_plans_the_offline_run(tmp_path):
+    result = run_snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "demo"), cwd=REPO)
+    for rule in ("simulate", "preprocess", "align_labels", "make_folds"):
+        assert rule in result.stdout
+    assert "download" not in result.stdout
+
+
 def test_dry_run_of_the_default_config(tmp_path):
     result = run_snakemake(tmp_path, "-n", configfile=REPO / "config.yaml")
     out = result.stdout
