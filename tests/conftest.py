@@ -145,23 +145,12 @@ def run_snakemake(
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory) -> dict[str, Path]:
     """A tiny synthetic dataset carried through preprocess, labels and folds."""
-    from wormgnn import align_labels, make_folds, preprocess, simulate
+    from wormgnn import bench, preprocess, simulate
 
     root = tmp_path_factory.mktemp("tiny")
-    cfg = simulate.SyntheticConfig.from_dict({**TINY_SYNTHETIC, "duration_s": 240.0})
-    simulate.run(cfg, "tiny", root / "tiny.mat", root / "tiny.truth.h5")
+    synthetic = simulate.SyntheticConfig.from_dict({**TINY_SYNTHETIC, "duration_s": 240.0})
     pre = preprocess.PreprocessConfig(baseline_window_s=60.0)
-    preprocess.run(root / "tiny.mat", "tiny", pre, root / "traces.h5", root / "pre.json")
-    align_labels.run(
-        root / "tiny.mat",
-        root / "traces.h5",
-        align_labels.Scheme.named("kato4"),
-        ["AVA", "SMDV", "SMDD", "RIB"],
-        True,
-        root / "labels.h5",
-        root / "labels.json",
-    )
-    make_folds.run(root / "traces.h5", 2, 10.0, root / "folds.json")
+    bench.build_dataset(root, "tiny", synthetic, pre, within_folds=2, gap_s=10.0)
     return {
         "root": root,
         "traces": root / "traces.h5",

@@ -147,3 +147,17 @@ def test_fixed_size_baselines_refuse_the_all_node_set():
         )
     with pytest.raises(ValueError, match="unknown setting"):
         model_config("gnn", {"hiden": 3})
+
+
+def test_decoder_frames_limit_each_nodes_own_history():
+    model = _model("gnn_connectome", "forecast", decoder_frames=2).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, mask, _ = _inputs("forecast")
+    empty = torch.zeros(B, N, N)
+    older = x.clone()
+    older[:, :, : W - 2] += 3.0  # frames before the last two
+    torch.testing.assert_close(model(older, mask, empty).pred, model(x, mask, empty).pred)
+    newer = x.clone()
+    newer[:, :, -1] += 3.0
+    assert not torch.allclose(model(newer, mask, empty).pred, model(x, mask, empty).pred)

@@ -48,6 +48,8 @@ BUILTIN_SCHEMES: dict[str, dict[str, list[str]]] = {
     },
 }
 EXCLUDED_STATES = ("NOSTATE",)
+#: Neurons whose activity defined the labels in Kato et al. 2015 (config default).
+LABEL_NEURONS = ("AVA", "SMDV", "SMDD", "RIB")
 
 
 @dataclass
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             args.raw,
             args.traces,
             scheme,
-            list(cfg.get("label_neurons", ["AVA", "SMDV", "SMDD", "RIB"])),
+            list(cfg.get("label_neurons", LABEL_NEURONS)),
             bool(cfg.get("exclude_label_neurons", True)),
             args.labels,
             args.summary,

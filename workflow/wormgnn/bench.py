@@ -44,35 +44,37 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def build_dataset(root: Path, seed: int) -> Path:
-    """Simulate, preprocess, label and fold a Kato-sized synthetic population."""
+def build_dataset(
+    root: Path,
+    name: str = "bench",
+    synthetic: Any = None,
+    preprocess_cfg: Any = None,
+    within_folds: int = 5,
+    gap_s: float = 30.0,
+) -> Path:
+    """Simulate, preprocess, label and fold a synthetic population in-process (a
+    Kato-sized one by default): ``root/{name}.mat``, ``{name}.truth.h5``, ``traces.h5``,
+    ``labels.h5``, ``folds.json``. An existing ``folds.json`` is reused."""
     from wormgnn import align_labels, make_folds, preprocess, simulate
 
     root.mkdir(parents=True, exist_ok=True)
-    if not (root / "folds.json").exists():
-        simulate.run(
-            simulate.SyntheticConfig(seed=seed),
-            "bench",
-            root / "bench.mat",
-            root / "bench.truth.h5",
-        )
-        preprocess.run(
-            root / "bench.mat",
-            "bench",
-            preprocess.PreprocessConfig(),
-            root / "traces.h5",
-            root / "pre.json",
-        )
-        align_labels.run(
-            root / "bench.mat",
-            root / "traces.h5",
-            align_labels.Scheme.named("kato4"),
-            ["AVA", "SMDV", "SMDD", "RIB"],
-            True,
-            root / "labels.h5",
-            root / "labels.json",
-        )
-        make_folds.run(root / "traces.h5", 5, 30.0, root / "folds.json")
+    if (root / "folds.json").exists():
+        return root
+    mat = root / f"{name}.mat"
+    simulate.run(synthetic or simulate.SyntheticConfig(), name, mat, root / f"{name}.truth.h5")
+    pre = preprocess_cfg or preprocess.PreprocessConfig()
+    preprocess.run(mat, name, pre, root / "traces.h5", root / "preprocessed.json")
+    scheme = align_labels.Scheme.named("kato4")
+    align_labels.run(
+        mat,
+        root / "traces.h5",
+        scheme,
+        list(align_labels.LABEL_NEURONS),
+        True,
+        root / "labels.h5",
+        root / "labels.json",
+    )
+    make_folds.run(root / "traces.h5", within_folds, gap_s, root / "folds.json")
     return root
 
 
@@ -90,10 +92,16 @@ def measure(
     import torch
 
     from wormgnn.data import WindowLoader
-    from wormgnn.models import build_model
     from wormgnn.models.baselines import LinearModel
     from wormgnn.models.registry import model_config
-    from wormgnn.train import RunConfig, batch_loss, prepare, seed_everything, stack_windows
+    from wormgnn.train import (
+        RunConfig,
+        batch_loss,
+        build_for,
+        prepare,
+        seed_everything,
+        stack_windows,
+    )
 
     run = RunConfig(
         dataset="bench",
@@ -123,19 +131,10 @@ def measure(
         seconds = time.perf_counter() - start
         record.update(windows_per_s=len(x) / seconds, epoch_s=seconds, steps=1)
     else:
-        mcfg = model_config(model, params)
-        net = build_model(
-            model,
-            task,
-            mcfg,
-            n_nodes=prep.ds.n_nodes,
-            window=prep.ds.window,
-            in_channels=prep.ds.in_channels,
-            n_classes=len(prep.ds.classes),
-        ).to(dev)
+        net = build_for(run, prep.ds).to(dev)
         optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
         weights = torch.ones(len(prep.ds.classes), device=dev) if task == "behaviour" else None
-        kl_weight = getattr(mcfg, "kl_weight", 0.0)
+        kl_weight = getattr(model_config(model, params), "kl_weight", 0.0)
         iterator = iter(loader)
         n_windows, seconds = 0, 0.0
         for step in range(warmup + batches):
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    root = build_dataset(args.data or args.out / "data", seed=0)
+    root = build_dataset(args.data or args.out / "data")
     records = []
     for device in devices:
         for label in args.models or list(cases):

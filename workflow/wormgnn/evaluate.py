@@ -27,10 +27,17 @@ from sklearn import metrics as skm
 from wormgnn import files
 from wormgnn.connectome import load_connectome
 from wormgnn.data import WindowLoader
-from wormgnn.models import build_model, rollout
+from wormgnn.models import rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
 from wormgnn.models.registry import model_config
-from wormgnn.train import RunConfig, load_checkpoint, parse_run, prepare, stack_windows
+from wormgnn.train import (
+    RunConfig,
+    build_for,
+    load_checkpoint,
+    parse_run,
+    prepare,
+    stack_windows,
+)
 
 log = logging.getLogger("wormgnn.evaluate")
 
@@ -126,17 +133,7 @@ def reference_graphs(
 
 @torch.no_grad()
 def predict_neural(run: RunConfig, ckpt: dict[str, Any], loader: WindowLoader) -> dict[str, Any]:
-    ds = loader.ds
-    mcfg = model_config(run.model, run.model_params)
-    model = build_model(
-        run.model,
-        run.task,
-        mcfg,
-        n_nodes=ds.n_nodes,
-        window=ds.window,
-        in_channels=ds.in_channels,
-        n_classes=len(ds.classes),
-    )
+    model = build_for(run, loader.ds)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     parts: dict[str, list] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -74,6 +75,16 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+
+
+def settings(cls: type, values: dict[str, Any] | None, section: str) -> Any:
+    """Build the settings dataclass ``cls`` from a config block; unknown keys are errors
+    that name the ``section`` of config.yaml."""
+    values = dict(values or {})
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{section}: unknown setting(s) {sorted(unknown)}")
+    return cls(**values)
 
 
 def parse_json_arg(text: str, what: str) -> dict[str, Any]:

@@ -58,10 +58,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PreprocessConfig:
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"preprocess: unknown setting(s) {sorted(unknown)}")
-        cfg = cls(**values)
+        cfg = files.settings(cls, values, "preprocess")
         if cfg.trace_source not in ("auto", "raw", "corrected"):
             raise ValueError(
                 f"preprocess.trace_source is {cfg.trace_source!r}; use auto, raw or corrected"

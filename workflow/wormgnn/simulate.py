@@ -152,10 +152,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SyntheticConfig:
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"synthetic: unknown setting(s) {sorted(unknown)}")
-        cfg = cls(**values)
+        cfg = files.settings(cls, values, "synthetic")
         lo, hi = cfg.rois_per_worm
         if not cfg.n_core <= lo <= hi <= cfg.n_neurons:
             raise ValueError(

@@ -23,7 +23,7 @@ import logging
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,7 @@ class RunConfig:
     model_params: dict[str, Any] = field(default_factory=dict)
 
     def train_config(self) -> TrainConfig:
-        unknown = set(self.training) - {f.name for f in fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"training: unknown setting(s) {sorted(unknown)}")
-        return TrainConfig(**self.training)
+        return files.settings(TrainConfig, self.training, "training")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -255,21 +252,26 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["loader"])
 
 
+def build_for(run: RunConfig, ds: Dataset) -> torch.nn.Module:
+    """The run's neural model, sized for the dataset's node set, channels and classes."""
+    return build_model(
+        run.model,
+        run.task,
+        model_config(run.model, run.model_params),
+        n_nodes=ds.n_nodes,
+        window=ds.window,
+        in_channels=ds.in_channels,
+        n_classes=len(ds.classes),
+    )
+
+
 def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> dict[str, Any]:
     cfg = run.train_config()
     device = resolve_device(cfg.device)
     generator = seed_everything(run.seed)
     ds = prep.ds
     mcfg = model_config(run.model, run.model_params)
-    model = build_model(
-        run.model,
-        run.task,
-        mcfg,
-        n_nodes=ds.n_nodes,
-        window=ds.window,
-        in_channels=ds.in_channels,
-        n_classes=len(ds.classes),
-    ).to(device)
+    model = build_for(run, ds).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fit_loader = WindowLoader(ds, prep.fit, cfg.batch_size, True, generator, prep.graphs)
     val_loader = WindowLoader(ds, prep.val, cfg.batch_size, False, None, prep.graphs)
@@ -320,6 +322,7 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
         train_stats = train_epoch(
             model, fit_loader, optimiser, run, cfg, device, kl_weight, class_weights
         )
+        train_seconds = time.perf_counter() - start
         val_stats = evaluate(model, val_loader, run, device, kl_weight, class_weights)
         row = {
             "epoch": epoch,
@@ -327,7 +330,7 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
             "train_kl": train_stats.get("kl", 0.0),
             **val_stats,
             "seconds": time.perf_counter() - start,
-            "windows_per_s": fit_loader.n_windows / (time.perf_counter() - start),
+            "train_windows_per_s": fit_loader.n_windows / train_seconds,
         }
         state["history"].append(row)
         if val_stats["val_score"] > state["best_score"]:

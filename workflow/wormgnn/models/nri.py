@@ -58,6 +58,9 @@ class GNNConfig:
     pooling: str = "attention"  # attention | mean
     dropout: float = 0.0
     impl: str = "dense"  # dense | sparse (PyG MessagePassing); same maths
+    # Frames of its own history each node's decoder state sees (None: the whole window).
+    # Fewer frames make the forecast lean on messages, as in NRI's Markovian decoder.
+    decoder_frames: int | None = None
 
 
 def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -152,7 +155,8 @@ class RelationalDecoder(nn.Module):
         super().__init__()
         self.task, self.cfg = task, cfg
         h = cfg.hidden
-        self.embed = _mlp([window * in_channels, h, h], cfg.dropout)
+        self.frames = min(cfg.decoder_frames or window, window)
+        self.embed = _mlp([self.frames * in_channels, h, h], cfg.dropout)
         self.convs = nn.ModuleList(
             RelationalConv(h, cfg.message, cfg.edge_types - 1) for _ in range(cfg.layers)
         )
@@ -174,7 +178,7 @@ class RelationalDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         b, n = mask.shape
-        h = self.embed(x.reshape(b, n, -1))  # (B, N, F)
+        h = self.embed(x[:, :, -self.frames :].reshape(b, n, -1))  # (B, N, F)
         if self.cfg.impl == "sparse":
             edge_index, z_edges = dense_to_sparse_edges(z, mask)
         for conv, update in zip(self.convs, self.updates, strict=True):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from wormgnn import files
 from wormgnn.models.baselines import LinearConfig
 from wormgnn.models.lstm import LSTMConfig, WindowLSTM
 from wormgnn.models.mlp import MLPConfig, WindowMLP
@@ -34,12 +35,7 @@ def model_config(name: str, values: dict[str, Any] | None) -> Any:
     """The model's dataclass: defaults, overridden by ``values`` (unknown keys are errors)."""
     if name not in MODEL_CONFIGS:
         raise ValueError(f"model {name!r} is unknown; choose one of {sorted(MODEL_CONFIGS)}")
-    cls = MODEL_CONFIGS[name]
-    values = dict(values or {})
-    unknown = set(values) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ValueError(f"models.{name}: unknown setting(s) {sorted(unknown)}")
-    return cls(**values)
+    return files.settings(MODEL_CONFIGS[name], values, f"models.{name}")
 
 
 def node_set_of(name: str, cfg: Any) -> str:
