@@ -9,8 +9,9 @@
   against the synthetic ground truth, or against the connectome for real data. Pairs
   involving unnamed ROIs (no connectome identity) are left out on real data.
 
-``predictions.h5``: ``/worms/<w>/{start, y_true, y_pred}`` (forecast adds ``persistence``
-and ``mask``; behaviour adds ``proba``), and ``/edges/<w>/{prob, names}``.
+``predictions.h5``: ``/worms/<w>/{start, y_true, y_pred, names}``, where ``y_pred`` is the
+forecast (windows, nodes, H), with ``persistence`` and ``mask`` beside it, or the class
+probabilities (windows, K); and ``/edges/<w>/{prob, names}`` for the GNNs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn import metrics as skm
 
 from wormgnn import files
@@ -132,10 +134,7 @@ def reference_graphs(
 
 
 @torch.no_grad()
-def predict_neural(run: RunConfig, ckpt: dict[str, Any], loader: WindowLoader) -> dict[str, Any]:
-    model = build_for(run, loader.ds)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+def predict_neural(run: RunConfig, model: torch.nn.Module, loader: WindowLoader) -> dict[str, Any]:
     parts: dict[str, list] = {
         "worm": [],
         "start": [],
@@ -178,13 +177,18 @@ def run_evaluation(
         raise ValueError(f"{model_file} was trained with another configuration; retrain it")
     prep = prepare(run, traces, labels, folds)
     ds = prep.ds
-    # one batch per worm keeps padding (node set `all`) within a worm
+    model = None
+    if ckpt["state_dict"] is not None:  # a neural model
+        model = build_for(run, ds)
+        model.load_state_dict(ckpt["state_dict"])
+        model.eval()
+    # one loader per worm keeps padding (node set `all`) within a worm
     per_worm = {}
     for w, segs in prep.test.items():
         loader = WindowLoader(ds, {w: segs}, 512, False, None, prep.graphs)
         if loader.n_windows == 0:
             continue
-        per_worm[w] = _predict(run, ckpt, loader)
+        per_worm[w] = _predict(run, ckpt, model, loader)
     if not per_worm:
         raise ValueError(f"fold {run.fold}: the test segments hold no complete window")
     result: dict[str, Any] = {
@@ -231,21 +235,23 @@ def run_evaluation(
     return result
 
 
-def _predict(run: RunConfig, ckpt: dict[str, Any], loader: WindowLoader) -> dict[str, np.ndarray]:
+def _predict(
+    run: RunConfig, ckpt: dict[str, Any], model: torch.nn.Module | None, loader: WindowLoader
+) -> dict[str, np.ndarray]:
     """Predictions for one worm's test windows, with the persistence forecast alongside."""
-    if run.model in ("persistence", "linear"):
+    if model is None:
         x, y = stack_windows(loader)
         if run.model == "persistence":
             pred = persistence_forecast(x, run.horizon)
         else:
-            model = LinearModel(run.task, model_config("linear", run.model_params), run.horizon)
-            model.params = {k: v.numpy() for k, v in ckpt["linear"].items()}
+            linear = LinearModel(run.task, model_config("linear", run.model_params), run.horizon)
+            linear.params = {k: v.numpy() for k, v in ckpt["linear"].items()}
             if run.task == "forecast":
-                pred = model.predict(x)
-            else:
-                scores = model.predict(x)
-                pred = np.full((len(x), len(loader.ds.classes)), -np.inf)
-                pred[:, model.params["classes"]] = scores
+                pred = linear.predict(x)
+            else:  # probabilities over all classes; those unseen in training get 0
+                scores = np.full((len(x), len(loader.ds.classes)), -np.inf)
+                scores[:, linear.params["classes"]] = linear.predict(x)
+                pred = softmax(scores, axis=1)
         out = {
             "y_true": y,
             "y_pred": pred,
@@ -255,7 +261,7 @@ def _predict(run: RunConfig, ckpt: dict[str, Any], loader: WindowLoader) -> dict
             "edge": None,
         }
     else:
-        parts = predict_neural(run, ckpt, loader)
+        parts = predict_neural(run, model, loader)
         out = {k: np.concatenate(v) if v else None for k, v in parts.items()}
     if run.task == "forecast":
         out["persistence"] = np.repeat(out["x_last"][:, :, None], run.horizon, axis=2)
