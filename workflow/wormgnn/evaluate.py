@@ -136,7 +136,6 @@ def reference_graphs(
 @torch.no_grad()
 def predict_neural(run: RunConfig, model: torch.nn.Module, loader: WindowLoader) -> dict[str, Any]:
     parts: dict[str, list] = {
-        "worm": [],
         "start": [],
         "x_last": [],
         "y_true": [],
@@ -150,7 +149,6 @@ def predict_neural(run: RunConfig, model: torch.nn.Module, loader: WindowLoader)
         else:
             first = model(batch.x, batch.mask, batch.graph)
             pred = torch.softmax(first.pred, dim=1)
-        parts["worm"].append(batch.worm.numpy())
         parts["start"].append(batch.start.numpy())
         parts["y_true"].append(batch.y.numpy())
         parts["y_pred"].append(pred.numpy())

@@ -32,7 +32,7 @@ over an ``edge_index``; the benchmark compares both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,7 @@ class RelationalDecoder(nn.Module):
 
     def reset_parameters(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear | RelationalConv) and module is not self:
+            if isinstance(module, nn.Linear | RelationalConv):
                 module.reset_parameters()
         last = self.head if isinstance(self.head, nn.Linear) else self.head[-1]
         nn.init.zeros_(last.weight)  # start at persistence / uniform logits
@@ -286,7 +286,7 @@ class ConnectomeGNN(nn.Module):
 
     def __init__(self, window: int, in_channels: int, out_dim: int, task: str, cfg: GNNConfig):
         super().__init__()
-        self.cfg = GNNConfig(**{**cfg.__dict__, "edge_types": 2})
+        self.cfg = replace(cfg, edge_types=2)  # one edge type, plus "no edge"
         self.decoder = RelationalDecoder(window, in_channels, out_dim, task, self.cfg)
 
     def forward(
