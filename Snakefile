@@ -13,6 +13,10 @@ configfile: "config.yaml"
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
+
+report: "workflow/report/workflow.rst"
+
+
 # Rules run `python -m wormgnn.<stage>`; this makes the package importable in every job,
 # inside conda environments and on cluster nodes too, without `pip install`.
 shell.prefix(
@@ -25,6 +29,7 @@ shell.prefix(
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/results.smk"
 
 
 rule all:
@@ -32,3 +37,4 @@ rule all:
     input:
         data=get_data_outputs(),
         models=get_model_outputs,
+        results=get_result_outputs(),

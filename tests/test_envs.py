@@ -93,6 +93,16 @@ def test_every_rule_declares_an_env_that_covers_its_imports():
         "make_folds",
         "train",
         "evaluate",
+        "aggregate",
+        "resolved_config",
+        "rulegraph",
+        "figure_rulegraph",
+        "figure_forecast_traces",
+        "figure_forecast_score",
+        "figure_ethogram",
+        "figure_confusion",
+        "figure_comparison",
+        "figure_graph",
     }
     for rule, env, module in rules:
         assert env is not None and env.exists(), f"rule {rule} declares no existing conda env"

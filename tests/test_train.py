@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from wormgnn import evaluate
+from wormgnn import evaluate, metrics
 from wormgnn.train import RunConfig, load_checkpoint, run_training
 
 FAST = {"max_epochs": 3, "batch_size": 64, "patience": 5}
@@ -187,7 +187,7 @@ def test_forecast_metrics_by_hand():
     y = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     pred = y + np.array([[0.5, 1.0]])
     persist = y + np.array([[1.0, 1.0]])
-    m = evaluate.forecast_metrics(y, pred, persist)
+    m = metrics.forecast_metrics(y, pred, persist)
     h1, h2 = m["per_horizon"]
     assert h1["mse"] == 0.25 and h1["mae"] == 0.5 and h1["score"] == pytest.approx(0.75)
     assert h2["mse"] == 1.0 and h2["score"] == 0.0
@@ -197,7 +197,7 @@ def test_forecast_metrics_by_hand():
 def test_behaviour_metrics_by_hand():
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_pred = np.array([0, 1, 1, 1, 2, 0])
-    m = evaluate.behaviour_metrics(y_true, y_pred, ["f", "r", "t"])
+    m = metrics.behaviour_metrics(y_true, y_pred, ["f", "r", "t"])
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert m["per_class_f1"]["r"] == pytest.approx(0.8)
@@ -207,7 +207,7 @@ def test_behaviour_metrics_by_hand():
 def test_edge_scores_by_hand():
     truth = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)
     perfect = truth * 0.9 + 0.05
-    s = evaluate.edge_scores([perfect], [truth], [np.ones(3, dtype=bool)])
+    s = metrics.edge_scores([perfect], [truth], [np.ones(3, dtype=bool)])
     assert s["edge_auroc"] == 1.0 and s["n_pairs"] == 6
-    unknown = evaluate.edge_scores([perfect], [truth], [np.array([True, True, False])])
+    unknown = metrics.edge_scores([perfect], [truth], [np.array([True, True, False])])
     assert unknown["n_pairs"] == 2

@@ -1,12 +1,14 @@
 """The pipeline as users run it: real `snakemake` invocations in a scratch directory."""
 
 import json
+import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from conftest import REPO, TINY_SYNTHETIC, run_snakemake, tiny_config, write_config
-from wormgnn import files
+from wormgnn import aggregate, files
 
 pytestmark = pytest.mark.workflow
 
@@ -149,8 +151,9 @@ def test_real_fixture_through_preprocess_and_labels(kato_fixture, kato_npz, tmp_
     assert [f["test_worms"] for f in folds["lowo"]] == [[0], [1]]
 
 
-def test_tiny_pipeline_through_training_and_evaluation(tmp_path):
-    """Every (task, protocol, model, fold, seed) becomes its own train and evaluate job."""
+def test_tiny_pipeline_to_figures_and_report(tmp_path):
+    """Every (task, protocol, model, fold, seed) becomes its own train and evaluate job,
+    and one command carries them through aggregates and figures; then the report."""
     models = ["persistence", "linear", "gnn"]
     config = tiny_config(
         {"tiny": {"source": "synthetic", "synthetic": {**TINY_SYNTHETIC, "n_worms": 2}}},
@@ -158,7 +161,7 @@ def test_tiny_pipeline_through_training_and_evaluation(tmp_path):
         folds={"within": {"n_folds": 2, "gap_s": 10}},
         experiment={
             "models": models,
-            "protocols": ["lowo"],
+            "protocols": ["lowo", "within"],
             "seeds": [0],
             "window": 8,
             "horizon": 3,
@@ -171,8 +174,9 @@ def test_tiny_pipeline_through_training_and_evaluation(tmp_path):
     res = tmp_path / "results" / "tiny"
     metrics = sorted(p.relative_to(res).as_posix() for p in res.glob("*/*/*/*/*/metrics.json"))
     expected = sorted(
-        f"{task}/lowo/{model}/fold{k}/seed0/metrics.json"
+        f"{task}/{protocol}/{model}/fold{k}/seed0/metrics.json"
         for task in ("forecast", "behaviour")
+        for protocol in ("lowo", "within")
         for model in models
         for k in (0, 1)
         if not (task == "behaviour" and model == "persistence")
@@ -185,3 +189,29 @@ def test_tiny_pipeline_through_training_and_evaluation(tmp_path):
     assert (
         "epoch   2" in (tmp_path / "logs/tiny/forecast/lowo/gnn/fold1/seed0/train.log").read_text()
     )
+    # aggregates: every model, every horizon, two folds each
+    for task in ("forecast", "behaviour"):
+        for protocol in ("lowo", "within"):
+            rows = aggregate.read_summary(res / task / protocol / "summary.csv")
+            n_models = 3 if task == "forecast" else 2
+            assert len(rows) == n_models * (3 if task == "forecast" else 1)
+            assert {r["n_runs"] for r in rows} == {2.0}
+            stats = files.read_json(res / task / protocol / "stats.json")
+            assert stats["comparisons"] and stats["best_baseline"]
+    figures = sorted(p.name for p in (res / "figures").iterdir())
+    paper = ["comparison", "confusion", "ethogram", "forecast_score", "forecast_traces", "graph"]
+    assert figures == sorted(
+        [f"{n}.{e}" for n in paper for e in ("pdf", "png")] + ["rulegraph.png"]
+    )
+    dot = (tmp_path / "results/rulegraph.dot").read_text()
+    for rule in ("train", "evaluate", "aggregate", "figure_graph"):
+        assert f'label = "{rule}"' in dot
+    # the report holds every figure and table
+    run_snakemake(tmp_path, "--report", "report.zip", configfile=cfg)
+    with zipfile.ZipFile(tmp_path / "report.zip") as zf:
+        names = {Path(n).name for n in zf.namelist()}
+    assert {f"{n}.png" for n in paper} | {"rulegraph.png", "summary.csv", "stats.json"} <= names
+    assert "config.yaml" in names
+    summary = run_snakemake(tmp_path, "--summary", configfile=cfg).stdout
+    assert "results/tiny/forecast/lowo/summary.csv" in summary
+    assert "Nothing to be done" in run_snakemake(tmp_path, "-n", configfile=cfg).stdout

@@ -3,6 +3,10 @@ import json
 import re
 
 
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+
+
 def datasets_by_source(source):
     return [name for name, ds in config["datasets"].items() if ds["source"] == source]
 
@@ -85,22 +89,40 @@ def n_folds(dataset, protocol):
         return len(json.load(handle)[protocol])
 
 
-def get_fold_outputs(dataset):
+def models_for(task):
+    """The configured models that have a variant for ``task``."""
+    models = config["experiment"]["models"]
+    if task == "forecast":
+        return list(models)
+    return [m for m in models if m not in FORECAST_ONLY_MODELS]
+
+
+def get_fold_outputs(
+    dataset,
+    tasks=None,
+    protocols=None,
+    models=None,
+    folds=None,
+    seeds=None,
+    name="metrics.json",
+):
+    """One path per fold job (``name`` in its directory), for the configured tasks,
+    protocols, models, folds and seeds, or the given subsets of them."""
     exp = config["experiment"]
     outputs = []
-    for task in exp["tasks"]:
-        for protocol in exp["protocols"]:
-            for model in exp["models"]:
-                if task != "forecast" and model in FORECAST_ONLY_MODELS:
+    for task in tasks or exp["tasks"]:
+        for protocol in protocols or exp["protocols"]:
+            for model in models_for(task):
+                if models is not None and model not in models:
                     continue
                 outputs += expand(
-                    f"{FOLD_DIR}/metrics.json",
+                    f"{FOLD_DIR}/{name}",
                     dataset=dataset,
                     task=task,
                     protocol=protocol,
                     model=model,
-                    fold=range(n_folds(dataset, protocol)),
-                    seed=exp["seeds"],
+                    fold=range(n_folds(dataset, protocol)) if folds is None else folds,
+                    seed=exp["seeds"] if seeds is None else seeds,
                 )
     return outputs
 
@@ -129,3 +151,109 @@ def get_model_outputs(wildcards):
     return [
         out for dataset in get_target_datasets() for out in get_fold_outputs(dataset)
     ]
+
+
+# --------------------------------------------------------------------------- results
+def get_aggregate_inputs(wildcards):
+    return get_fold_outputs(
+        wildcards.dataset, tasks=[wildcards.task], protocols=[wildcards.protocol]
+    )
+
+
+def showcase():
+    """The fold job whose held-out worm the trace and ethogram figures show: lowo
+    (else the first protocol), fold 0, the first seed."""
+    protocols = config["experiment"]["protocols"]
+    return {
+        "protocol": "lowo" if "lowo" in protocols else protocols[0],
+        "fold": 0,
+        "seed": config["experiment"]["seeds"][0],
+    }
+
+
+def get_showcase_predictions(task, skip=FORECAST_ONLY_MODELS):
+    """Input function: the showcase fold's predictions.h5 of every model of ``task``."""
+
+    def inputs(wildcards):
+        pick = showcase()
+        return get_fold_outputs(
+            wildcards.dataset,
+            tasks=[task],
+            protocols=[pick["protocol"]],
+            models=[m for m in models_for(task) if m not in skip],
+            folds=[pick["fold"]],
+            seeds=[pick["seed"]],
+            name="predictions.h5",
+        )
+
+    return inputs
+
+
+def get_summaries(tasks):
+    """Input function: summary.csv of every protocol of each of ``tasks`` (as run)."""
+
+    def inputs(wildcards):
+        exp = config["experiment"]
+        return expand(
+            "results/{dataset}/{task}/{protocol}/summary.csv",
+            dataset=wildcards.dataset,
+            task=[t for t in exp["tasks"] if t in tasks and models_for(t)],
+            protocol=exp["protocols"],
+        )
+
+    return inputs
+
+
+def graph_task():
+    tasks = config["experiment"]["tasks"]
+    return "forecast" if "forecast" in tasks else tasks[0]
+
+
+def get_graph_predictions(wildcards):
+    """The gnn's predictions.h5 of every fold (showcase protocol, first seed)."""
+    pick = showcase()
+    return get_fold_outputs(
+        wildcards.dataset,
+        tasks=[graph_task()],
+        protocols=[pick["protocol"]],
+        models=["gnn"],
+        seeds=[pick["seed"]],
+        name="predictions.h5",
+    )
+
+
+def figure_names():
+    """The figures the configured experiment can draw."""
+    exp = config["experiment"]
+    names = ["rulegraph"]
+    forecast = "forecast" in exp["tasks"] and models_for("forecast")
+    behaviour = "behaviour" in exp["tasks"] and models_for("behaviour")
+    if forecast:
+        names += ["forecast_score"]
+        if [m for m in models_for("forecast") if m not in FORECAST_ONLY_MODELS]:
+            names += ["forecast_traces"]
+    if behaviour:
+        names += ["ethogram", "confusion"]
+    if forecast or behaviour:
+        names += ["comparison"]
+    if "gnn" in exp["models"]:
+        names += ["graph"]
+    return names
+
+
+def get_result_outputs():
+    """Stages 5-6 of every target dataset: aggregates and figures (static paths)."""
+    exp = config["experiment"]
+    outputs = []
+    for dataset in get_target_datasets():
+        for task in exp["tasks"]:
+            if models_for(task):
+                outputs += expand(
+                    "results/{dataset}/{task}/{protocol}/{name}",
+                    dataset=dataset,
+                    task=task,
+                    protocol=exp["protocols"],
+                    name=["summary.csv", "stats.json"],
+                )
+        outputs += [f"results/{dataset}/figures/{n}.png" for n in figure_names()]
+    return outputs

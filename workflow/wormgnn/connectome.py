@@ -82,3 +82,22 @@ def load_connectome(source: str = DEFAULT_CONNECTOME) -> Connectome:
         int((np.triu(gap) > 0).sum()),
     )
     return Connectome(source=source, names=[nodes[i] for i in keep], chemical=chemical, gap=gap)
+
+
+#: Neuron types used to order figures: cect's lists of Cook et al. 2019.
+NEURON_TYPES = ("sensory", "interneuron", "motor", "other")
+
+
+def neuron_types(names: list[str]) -> list[str]:
+    """Cook et al. 2019's type of each neuron (left/right pairs share it); ``other`` for
+    names cect does not list, or for every name when cect is not installed."""
+    try:
+        from cect.Cells import INTERNEURONS_COOK, MOTORNEURONS_COOK, SENSORY_NEURONS_COOK
+    except ImportError:
+        return ["other"] * len(names)
+    groups = [
+        ("sensory", set(SENSORY_NEURONS_COOK)),
+        ("interneuron", set(INTERNEURONS_COOK)),
+        ("motor", set(MOTORNEURONS_COOK)),
+    ]
+    return [next((t for t, members in groups if n in members), "other") for n in names]

@@ -24,11 +24,11 @@ import h5py
 import numpy as np
 import torch
 from scipy.special import softmax
-from sklearn import metrics as skm
 
 from wormgnn import files
 from wormgnn.connectome import load_connectome
 from wormgnn.data import WindowLoader
+from wormgnn.metrics import behaviour_metrics, edge_scores, forecast_metrics
 from wormgnn.models import rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
 from wormgnn.models.registry import model_config
@@ -42,75 +42,6 @@ from wormgnn.train import (
 )
 
 log = logging.getLogger("wormgnn.evaluate")
-
-
-def forecast_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, y_persist: np.ndarray
-) -> dict[str, Any]:
-    """Per-horizon metrics. Shapes: (M, H), one row per (window, real node)."""
-    per_h = []
-    for h in range(y_true.shape[1]):
-        t, p, q = y_true[:, h], y_pred[:, h], y_persist[:, h]
-        mse = float(np.mean((p - t) ** 2))
-        per_h.append(
-            {
-                "horizon": h + 1,
-                "mse": mse,
-                "mae": float(np.mean(np.abs(p - t))),
-                "r2": float(skm.r2_score(t, p)),
-                "persistence_mse": float(np.mean((q - t) ** 2)),
-                "score": 1.0 - mse / float(np.mean((q - t) ** 2)),
-            }
-        )
-    return {"per_horizon": per_h, "n_values": int(y_true.shape[0])}
-
-
-def behaviour_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    labels = list(range(len(classes)))
-    present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
-    per_class = skm.f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(
-            skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
-        ),
-        "per_class_f1": {c: float(f) for c, f in zip(classes, per_class, strict=True)},
-        "confusion_matrix": {
-            "classes": classes,
-            "matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-            "rows": "true class",
-            "columns": "predicted class",
-        },
-        "support": {c: int((y_true == i).sum()) for i, c in enumerate(classes)},
-        "n_windows": int(y_true.size),
-    }
-
-
-def edge_scores(
-    prob: list[np.ndarray], truth: list[np.ndarray], known: list[np.ndarray]
-) -> dict[str, Any]:
-    """AUROC/AUPRC of edge probabilities, pooled over worms, on off-diagonal pairs of
-    nodes with a known identity."""
-    scores, targets = [], []
-    for p, t, k in zip(prob, truth, known, strict=True):
-        pair = k[:, None] & k[None, :] & ~np.eye(len(k), dtype=bool)
-        scores.append(p[pair])
-        targets.append(t[pair])
-    s, t = np.concatenate(scores), np.concatenate(targets).astype(bool)
-    if t.all() or not t.any():
-        return {
-            "edge_auroc": None,
-            "edge_auprc": None,
-            "n_pairs": int(t.size),
-            "note": "the reference graph has only one class among the scored pairs",
-        }
-    return {
-        "edge_auroc": float(skm.roc_auc_score(t, s)),
-        "edge_auprc": float(skm.average_precision_score(t, s)),
-        "n_pairs": int(t.size),
-        "positive_fraction": float(t.mean()),
-    }
 
 
 def reference_graphs(

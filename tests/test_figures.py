@@ -1,0 +1,194 @@
+"""Each figure on tiny real fold outputs: a non-empty image of the expected size, and
+what the figure encodes (rows summing to 1, the reference graph, the plotted means)."""
+
+import json
+
+import h5py
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from wormgnn import aggregate, evaluate, figures
+from wormgnn.aggregate import AggregateConfig
+from wormgnn.train import RunConfig, run_training
+
+FORECAST = ("persistence", "linear", "gnn")
+BEHAVIOUR = ("linear", "gnn")
+
+
+@pytest.fixture(scope="module")
+def folds(tiny_results, tmp_path_factory):
+    """lowo folds 0-1 of the tiny dataset: results/<d>/<task>/lowo/<model>/fold<k>/seed0/."""
+    root = tmp_path_factory.mktemp("figures") / "results" / "tiny"
+    t = tiny_results
+    for task, models in (("forecast", FORECAST), ("behaviour", BEHAVIOUR)):
+        for model in models:
+            for fold in (0, 1):
+                run = RunConfig(
+                    dataset="tiny", task=task, protocol="lowo", model=model, fold=fold, seed=0,
+                    window=8, horizon=3, training={"max_epochs": 1},
+                    model_params={"hidden": 16, "message": 16} if model == "gnn" else {},
+                )  # fmt: skip
+                out = root / task / "lowo" / model / f"fold{fold}" / "seed0"
+                out.mkdir(parents=True)
+                run_training(
+                    run, t["traces"], t["labels"], t["folds"], out / "model.pt", out / "h.csv"
+                )
+                evaluate.run_evaluation(
+                    run, t["traces"], t["labels"], t["folds"], out / "model.pt",
+                    out / "metrics.json", out / "predictions.h5", t["truth"],
+                )  # fmt: skip
+        metrics = sorted((root / task / "lowo").glob("*/fold*/seed0/metrics.json"))
+        aggregate.run(
+            metrics,
+            AggregateConfig(),
+            root / task / "lowo" / "summary.csv",
+            root / task / "lowo" / "stats.json",
+        )
+    return root
+
+
+def png_size(path):
+    image = mpimg.imread(path)
+    assert image.size and np.ptp(image) > 0, f"{path} is blank"
+    return image.shape[1], image.shape[0]
+
+
+def check_written(out, figsize, pdf=True):
+    png = out.with_suffix(".png")
+    width, height = png_size(png)
+    assert abs(width - figsize[0] * figures.DPI) <= 1  # matplotlib truncates to pixels
+    assert abs(height - figsize[1] * figures.DPI) <= 1
+    if pdf:
+        assert out.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    else:
+        assert not out.with_suffix(".pdf").exists()
+
+
+def preds(root, task, models, fold=0):
+    return [root / task / "lowo" / m / f"fold{fold}" / "seed0" / "predictions.h5" for m in models]
+
+
+def test_forecast_traces(folds, tmp_path):
+    out = tmp_path / "traces.png"
+    drawn = figures.forecast_traces(preds(folds, "forecast", ("linear", "gnn")), out, n_neurons=3)
+    assert drawn["worm"] == 0 and drawn["models"] == ["linear", "gnn"]
+    assert len(drawn["neurons"]) == 3 and all(drawn["neurons"])  # identified, by name
+    check_written(out, (10.0, 1.7 * 3 + 0.9))
+
+
+def test_forecast_score_plots_the_summary_means(folds, tmp_path):
+    out = tmp_path / "score.png"
+    summary = folds / "forecast" / "lowo" / "summary.csv"
+    drawn = figures.forecast_score({"lowo": summary}, out, frame_s=1 / 3)
+    rows = aggregate.read_summary(summary)
+    gnn = [r["score_mean"] for r in rows if r["model"] == "gnn"]
+    assert drawn["lowo"]["gnn"] == pytest.approx(gnn) and len(gnn) == 3
+    assert "persistence" not in drawn["lowo"]  # it is the zero line
+    check_written(out, (4.2, 3.4))
+
+
+def test_ethogram_rows_and_scores(folds, tmp_path):
+    out = tmp_path / "ethogram.png"
+    drawn = figures.ethogram(preds(folds, "behaviour", BEHAVIOUR), out)
+    assert drawn["rows"][0] == "true" and len(drawn["rows"]) == 3
+    with h5py.File(preds(folds, "behaviour", ["linear"])[0], "r") as h5:
+        truth, prob = h5["worms/0/y_true"][()], h5["worms/0/y_pred"][()]
+    from sklearn.metrics import f1_score
+
+    expected = f1_score(truth, prob.argmax(1), average="macro")
+    assert drawn["macro_f1"]["linear"] == pytest.approx(expected)
+    check_written(out, (9.0, 0.55 * 3 + 1.4))
+
+
+def test_runs_of_the_ethogram():
+    t = np.array([0.0, 1.0, 2.0, 3.0, 6.0, 7.0])
+    codes = np.array([0, 0, 1, 1, 1, 2])
+    assert figures._runs(t, codes, 1.0) == [
+        (0.0, 2.0, 0),
+        (2.0, 2.0, 1),
+        (6.0, 1.0, 1),
+        (7.0, 1.0, 2),
+    ]
+
+
+def test_confusion_rows_sum_to_one(folds, tmp_path):
+    out = tmp_path / "confusion.png"
+    metrics = sorted((folds / "behaviour").glob("lowo/*/fold*/seed0/metrics.json"))
+    drawn = figures.confusion(metrics, out)
+    summed = sum(
+        np.array(json.loads(p.read_text())["confusion_matrix"]["matrix"])
+        for p in metrics
+        if "/gnn/" in p.as_posix()
+    )
+    norm = drawn["lowo"]["gnn"]
+    present = summed.sum(1) > 0
+    assert np.allclose(norm[present].sum(1), 1.0)
+    assert np.allclose(norm[present], summed[present] / summed[present].sum(1, keepdims=True))
+    assert np.isnan(norm[~present]).all()
+    check_written(out, (2.3 * 2 + 1.2, 2.3 + 0.6))
+
+
+def test_comparison_plots_means_for_each_protocol(folds, tmp_path):
+    out = tmp_path / "comparison.png"
+    summaries = {
+        ("forecast", "lowo"): folds / "forecast/lowo/summary.csv",
+        ("behaviour", "lowo"): folds / "behaviour/lowo/summary.csv",
+    }
+    drawn = figures.comparison(summaries, out)
+    assert list(drawn) == [
+        "forecast score, horizon 1",
+        "forecast score, horizon 3",
+        "behaviour macro-F1",
+    ]
+    rows = aggregate.read_summary(summaries["behaviour", "lowo"])
+    linear = next(r for r in rows if r["model"] == "linear")
+    assert drawn["behaviour macro-F1"]["linear/lowo"] == pytest.approx(linear["macro_f1_mean"])
+    check_written(out, (3.6 * 3 + 0.6, 3.6))
+
+
+def test_graph_shows_the_ground_truth_and_its_auroc(folds, tiny_results, tmp_path):
+    out = tmp_path / "graph.png"
+    drawn = figures.graph(preds(folds, "forecast", ["gnn"]) + preds(folds, "forecast", ["gnn"], 1),
+                          out, truth=tiny_results["truth"])  # fmt: skip
+    with h5py.File(tiny_results["truth"], "r") as h5:
+        neurons = [n.decode() for n in h5["neurons"][()]]
+        adjacency = h5["adjacency"][()]
+    idx = [neurons.index(n) for n in drawn["names"]]
+    assert np.array_equal(drawn["reference"], adjacency[np.ix_(idx, idx)])
+    order = [figures.NEURON_TYPES.index(t) for t in drawn["types"]]
+    assert order == sorted(order)  # grouped by neuron type
+    assert 0.0 <= drawn["edge_auroc"] <= 1.0
+    assert np.isnan(np.diag(drawn["prob"])).all()  # no self-edges
+    check_written(out, (11.0, 5.6))
+
+
+def test_graph_needs_edges(folds, tmp_path):
+    with pytest.raises(ValueError, match="no edge probabilities"):
+        figures.graph(preds(folds, "forecast", ["linear"]), tmp_path / "g.png")
+
+
+DOT = """digraph snakemake_dag {
+    0[label = "all", color = "0.1 0.6 0.85", style="rounded"];
+    1[label = "simulate", color = "0.2 0.6 0.85", style="rounded"];
+    2[label = "preprocess", color = "0.3 0.6 0.85", style="rounded"];
+    3[label = "make_folds", color = "0.4 0.6 0.85", style="rounded"];
+    1 -> 2
+    2 -> 3
+    1 -> 0
+    3 -> 0
+}"""
+
+
+def test_rulegraph_layers(tmp_path):
+    dot = tmp_path / "rules.dot"
+    dot.write_text(DOT)
+    drawn = figures.rulegraph(dot, tmp_path / "rules.png")
+    assert drawn["layers"] == {"simulate": 0, "preprocess": 1, "make_folds": 2, "all": 3}
+    check_written(tmp_path / "rules.png", (6.0, 1.1 * 4 + 1.0), pdf=False)
+
+
+def test_command_line_rejects_a_misplaced_summary(tmp_path):
+    bad = tmp_path / "summary.csv"
+    bad.write_text("model\n")
+    with pytest.raises(SystemExit, match="expected results/<dataset>/<task>/<protocol>"):
+        figures.main(["comparison", "--summary", str(bad), "--out", str(tmp_path / "c.png")])
