@@ -12,6 +12,7 @@ from conftest import REPO
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 PACKAGE = REPO / "workflow" / "wormgnn"
+TORCH_ENVS = ["../../envs/torch.yaml", "../../envs/torch-cuda.yaml"]
 
 
 def env_packages(path):
@@ -35,12 +36,16 @@ def rule_modules():
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=(?:rule|checkpoint) )", smk.read_text()):
             rule = re.match(r"(?:rule|checkpoint) (\w+):", block)
-            env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+            env = re.search(r'conda:\s*\n\s*("[^"]+"|TORCH_ENV)', block)
             module = re.search(r"python -m wormgnn\.(\w+)", block)
             if rule and module:
-                found.append(
-                    (rule.group(1), env and (smk.parent / env.group(1)).resolve(), module.group(1))
+                # TORCH_ENV (common.smk) is one of two envs; both must cover the rule
+                names = (
+                    TORCH_ENVS if env and env.group(1) == "TORCH_ENV" else [env and env.group(1)]
                 )
+                for name in names:
+                    path = name and (smk.parent / name.strip('"')).resolve()
+                    found.append((rule.group(1), path, module.group(1)))
     return found
 
 

@@ -37,6 +37,11 @@ def as_json(block):
     return json.dumps(block, separators=(",", ":"))
 
 
+# The conda env of the torch rules: the CPU build, or with `--config torch_env=cuda`
+# (e.g. on a GPU cluster) the CUDA build of the same pinned versions.
+TORCH_ENV = {"cpu": "../../envs/torch.yaml", "cuda": "../../envs/torch-cuda.yaml"}[
+    config.get("torch_env", "cpu")
+]
 NEURAL_MODELS = ("mlp", "lstm", "gnn", "gnn_connectome")
 FORECAST_ONLY_MODELS = ("persistence",)
 FOLD_SUBDIR = "{dataset}/{task}/{protocol}/{model}/fold{fold}/seed{seed}"

@@ -19,7 +19,7 @@ rule train:
         fold=r"\d+",
         seed=r"\d+",
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
     threads: 2
     resources:
         gpu=uses_gpu,
@@ -49,7 +49,7 @@ rule evaluate:
         fold=r"\d+",
         seed=r"\d+",
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
     threads: 1
     params:
         run=get_run_config,

@@ -75,6 +75,13 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    if "SLURM_JOB_ID" in os.environ:  # say where a cluster job ran, for the audit trail
+        log.info(
+            "SLURM_JOB_ID=%s on %s, GPUs allocated: %s",
+            os.environ["SLURM_JOB_ID"],
+            os.environ.get("SLURMD_NODENAME", "?"),
+            os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS") or "none",
+        )
 
 
 def settings(cls: type, values: dict[str, Any] | None, section: str) -> Any:
