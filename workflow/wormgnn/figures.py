@@ -79,6 +79,18 @@ def class_colours(n: int) -> list:
     return [plt.get_cmap("cividis")(v) for v in np.linspace(0.1, 0.95, n)]
 
 
+def focus_on_means(ax: plt.Axes, means: list[float], bounds: tuple[float, float]) -> None:
+    """Limit the y axis to the means plus a margin, within the metric's bounds: with
+    few folds a t interval can be many times wider than the differences between
+    models, and would flatten them. Intervals then run off the axis (captions say so)."""
+    means = [m for m in means if np.isfinite(m)]
+    if not means:
+        return
+    low, high = min(means + [0.0]), max(means)
+    pad = max(0.1, 0.5 * (high - low))
+    ax.set_ylim(max(bounds[0], low - pad), min(bounds[1], high + pad))
+
+
 def save(fig: plt.Figure, out: Path, pdf: bool = True) -> list[Path]:
     """``out``.png (and .pdf), atomically; the size is the figure's size at DPI."""
     written = []
@@ -223,6 +235,9 @@ def forecast_score(
             ax.set_xlabel(f"horizon (frames){unit}")
             ax.set_title(PROTOCOL_STYLE.get(protocol, {}).get("label", protocol))
             ax.xaxis.get_major_locator().set_params(integer=True)
+        focus_on_means(
+            axes[0, 0], [v for d in drawn.values() for m in d.values() for v in m], (-np.inf, 1.0)
+        )
         axes[0, 0].set_ylabel("forecast score\n1 − MSE / MSE(persistence)")
         axes[0, -1].legend(loc="best")
         save(fig, out)
@@ -414,6 +429,7 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
             ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
             ax.set_title(title)
             ax.set_ylabel("score (persistence = 0)" if task == "forecast" else "macro-F1")
+            focus_on_means(ax, list(drawn[title].values()), (-np.inf, 1.05))
             ax.set_xlabel("model")
         handles = [
             plt.Line2D(
