@@ -125,7 +125,7 @@ def test_confusion_rows_sum_to_one(folds, tmp_path):
     assert np.allclose(norm[present].sum(1), 1.0)
     assert np.allclose(norm[present], summed[present] / summed[present].sum(1, keepdims=True))
     assert np.isnan(norm[~present]).all()
-    check_written(out, (2.3 * 2 + 1.2, 2.3 + 0.6))
+    check_written(out, (2.3 * 2 + 1.2, 2.5 + 1.0))
 
 
 def test_comparison_plots_means_for_each_protocol(folds, tmp_path):

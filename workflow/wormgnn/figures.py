@@ -316,14 +316,17 @@ def confusion(metrics: list[Path], out: Path) -> dict[str, dict[str, np.ndarray]
     protocols = sorted(
         summed, key=lambda p: list(PROTOCOL_STYLE).index(p) if p in PROTOCOL_STYLE else 9
     )
-    models = list(dict.fromkeys(m for p in protocols for m in summed[p]))
+    models = sorted(
+        {m for p in protocols for m in summed[p]},
+        key=lambda m: (list(MODEL_STYLE).index(m) if m in MODEL_STYLE else len(MODEL_STYLE), m),
+    )
     normalised: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     with plt.rc_context(RC | {"axes.grid": False}):
         k = len(classes)
         fig, axes = plt.subplots(
             len(protocols),
             len(models),
-            figsize=(2.3 * len(models) + 1.2, 2.3 * len(protocols) + 0.6),
+            figsize=(2.3 * len(models) + 1.2, 2.5 * len(protocols) + 1.0),
             squeeze=False,
             layout="constrained",
         )
