@@ -41,6 +41,7 @@ log = logging.getLogger("wormgnn.aggregate")
 
 #: Structure-agnostic models; the best of them is the reference of the comparisons.
 BASELINES = ("persistence", "linear", "mlp", "lstm")
+MODEL_ORDER = ("persistence", "linear", "mlp", "lstm", "gnn", "gnn_connectome")
 HEADLINE = {"forecast": "score", "behaviour": "macro_f1"}
 FORECAST_METRICS = ("score", "mse", "mae", "r2")
 BEHAVIOUR_METRICS = ("macro_f1", "accuracy", "balanced_accuracy")
@@ -136,10 +137,14 @@ def mean_ci(values: np.ndarray, level: float) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci_low": float(low), "ci_high": float(high)}
 
 
+def model_order(models) -> list[str]:
+    """The study's order (baselines, then the GNNs); unknown names last, sorted."""
+    present = set(models)
+    return [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
+
+
 def _model_order(runs: list[Run]) -> list[str]:
-    order = ["persistence", "linear", "mlp", "lstm", "gnn", "gnn_connectome"]
-    present = {r.model for r in runs}
-    return [m for m in order if m in present] + sorted(present - set(order))
+    return model_order(r.model for r in runs)
 
 
 def summarise(runs: list[Run], cfg: AggregateConfig) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
 
 from wormgnn import files  # noqa: E402
-from wormgnn.aggregate import read_summary  # noqa: E402
+from wormgnn.aggregate import model_order, read_summary  # noqa: E402
 from wormgnn.connectome import NEURON_TYPES, load_connectome, neuron_types  # noqa: E402
 from wormgnn.metrics import edge_scores  # noqa: E402
 
@@ -316,10 +316,7 @@ def confusion(metrics: list[Path], out: Path) -> dict[str, dict[str, np.ndarray]
     protocols = sorted(
         summed, key=lambda p: list(PROTOCOL_STYLE).index(p) if p in PROTOCOL_STYLE else 9
     )
-    models = sorted(
-        {m for p in protocols for m in summed[p]},
-        key=lambda m: (list(MODEL_STYLE).index(m) if m in MODEL_STYLE else len(MODEL_STYLE), m),
-    )
+    models = model_order(m for p in protocols for m in summed[p])
     normalised: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     with plt.rc_context(RC | {"axes.grid": False}):
         k = len(classes)
