@@ -79,3 +79,28 @@ def test_padded_batches_mix_node_counts(tiny_results):
     np.testing.assert_array_equal(
         np.sort(batch.start.numpy()[batch.worm.numpy() == 0]), np.arange(20)
     )
+
+
+def test_context_ends_at_the_window_and_stays_in_its_segment(forecast_ds):
+    ds = forecast_ds
+    segments = {0: [(0, 40), (60, 120)], 1: [(10, 50)]}
+    loader = WindowLoader(ds, segments, 512, shuffle=False, context=24)
+    batch = next(iter(loader))
+    assert batch.context.shape == (loader.n_windows, batch.x.shape[1], 24)
+    for b in range(loader.n_windows):
+        w, s = int(batch.worm[b]), int(batch.start[b])
+        first = max(a for a, _ in segments[w] if a <= s)
+        begin = max(first, s + 8 - 24)
+        ctx = batch.context[b]
+        # the last 8 context frames are the window's ΔF/F; before the segment: NaN
+        torch.testing.assert_close(ctx[:, -8:], batch.x[b, :, :, 0])
+        torch.testing.assert_close(
+            ctx[:, 24 - (s + 8 - begin) :], ds.worms[w].x[begin : s + 8, :, 0].T
+        )
+        assert torch.isnan(ctx[:, : 24 - (s + 8 - begin)]).all()
+    # a window at frame 60 sees nothing of frames 40..59 (a gap or another split)
+    at_60 = (batch.worm == 0) & (batch.start == 60)
+    assert torch.isnan(batch.context[at_60][0, :, :-8]).all()
+    # without context, none is built; a context shorter than the window is the window
+    assert next(iter(WindowLoader(ds, segments, 4, False))).context is None
+    assert WindowLoader(ds, segments, 4, False, context=3).context == 8

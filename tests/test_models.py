@@ -3,7 +3,7 @@
 import pytest
 import torch
 from wormgnn.models import build_model, rollout
-from wormgnn.models.nri import RelationalConv, dense_to_sparse_edges
+from wormgnn.models.nri import RelationalConv, dense_to_sparse_edges, lagged_correlations
 from wormgnn.models.registry import model_config
 
 B, N, W, K = 3, 7, 6, 3
@@ -161,3 +161,39 @@ def test_decoder_frames_limit_each_nodes_own_history():
     newer = x.clone()
     newer[:, :, -1] += 3.0
     assert not torch.allclose(model(newer, mask, empty).pred, model(x, mask, empty).pred)
+
+
+def test_lagged_correlations_find_the_sender_and_the_lag():
+    g = torch.Generator().manual_seed(0)
+    t = 400
+    source = torch.randn(t + 3, generator=g)
+    receiver = source[1:-2] + 0.3 * torch.randn(t, generator=g)  # x_r(t) = x_s(t - 2) + noise
+    sender, other = source[3:], torch.randn(t, generator=g)
+    context = torch.stack([sender, receiver, other])[None]  # (1, 3, T)
+    context[..., :50] = float("nan")  # before the segment's start
+    corr = lagged_correlations(context, lags=4)[0]  # (N_s, N_r, lags)
+    assert corr.shape == (3, 3, 4)
+    assert corr[0, 1, 2] > 0.9  # sender's past explains the receiver at lag 2 ...
+    assert corr[1, 0].abs().max() < 0.2  # ... and not the other way round
+    assert corr[0, 2].abs().max() < 0.2 and corr[2, 1].abs().max() < 0.2
+    torch.testing.assert_close(corr[0, 0, 0], torch.tensor(1.0))  # z-scored: unit variance
+    # a NaN-free context gives the plain (biased) Pearson correlation at lag 0
+    full = torch.stack([sender, receiver])[None]
+    expected = torch.corrcoef(full[0])[0, 1]
+    torch.testing.assert_close(lagged_correlations(full, 1)[0, 0, 1, 0], expected)
+
+
+def test_gnn_reads_its_context_and_stays_equivariant_with_it():
+    model = _model("gnn", "forecast").eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, mask, _ = _inputs("forecast")
+    g = torch.Generator().manual_seed(1)
+    context = torch.cat([torch.randn(B, N, 20, generator=g), x[..., 0]], dim=-1)
+    context[0, :, :5] = float("nan")
+    out = model(x, mask, context=context)
+    assert not torch.allclose(out.edge_prob, model(x, mask).edge_prob)  # the context is used
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(3))
+    out_p = model(x[:, perm], mask[:, perm], context=context[:, perm])
+    torch.testing.assert_close(out_p.edge_prob, out.edge_prob[:, perm][:, :, perm])
+    torch.testing.assert_close(out_p.pred, out.pred[:, perm])

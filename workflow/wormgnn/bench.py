@@ -116,7 +116,7 @@ def measure(
     prep = prepare(run, root / "traces.h5", root / "labels.h5", root / "folds.json")
     generator = seed_everything(0)
     dev = torch.device(device)
-    loader = WindowLoader(prep.ds, prep.fit, batch_size, True, generator, prep.graphs)
+    loader = WindowLoader(prep.ds, prep.fit, batch_size, True, generator, prep.graphs, prep.context)
     record: dict[str, Any] = {
         "device": device,
         "task": task,

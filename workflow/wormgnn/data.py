@@ -192,7 +192,9 @@ def window_starts(ds: Dataset, segments: Segments) -> list[tuple[int, np.ndarray
 @dataclass
 class Batch:
     """Padded windows. Shapes: ``x`` (B, N, W, C); ``mask`` (B, N); ``y`` forecast
-    (B, N, H) or behaviour (B,); ``graph`` (B, N, N) fixed adjacency or None."""
+    (B, N, H) or behaviour (B,); ``graph`` (B, N, N) fixed adjacency or None;
+    ``context`` (B, N, L) the ΔF/F of the L frames ending at each window's last input
+    frame, NaN before the start of the window's segment, or None."""
 
     x: torch.Tensor
     mask: torch.Tensor
@@ -200,6 +202,7 @@ class Batch:
     graph: torch.Tensor | None
     worm: torch.Tensor
     start: torch.Tensor
+    context: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -209,11 +212,17 @@ class Batch:
             None if self.graph is None else self.graph.to(device),
             self.worm,
             self.start,
+            None if self.context is None else self.context.to(device),
         )
 
 
 class WindowLoader:
-    """Iterates over batches of windows; shuffled with an explicit generator."""
+    """Iterates over batches of windows; shuffled with an explicit generator.
+
+    With ``context`` > 0 each batch also carries each window's causal context
+    (:class:`Batch`): it never reaches before the start of the window's own segment, so it
+    sees no frame of a validation split, a ``within`` gap or another fold's test block.
+    """
 
     def __init__(
         self,
@@ -223,8 +232,10 @@ class WindowLoader:
         shuffle: bool,
         generator: torch.Generator | None = None,
         graphs: dict[int, torch.Tensor] | None = None,
+        context: int = 0,
     ):
         self.ds = ds
+        self.context = max(context, ds.window) if context else 0
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
@@ -234,6 +245,14 @@ class WindowLoader:
             np.concatenate([np.full(s.size, w) for w, s in pairs]) if pairs else np.zeros(0, int)
         )
         self.start_of = np.concatenate([s for _, s in pairs]) if pairs else np.zeros(0, int)
+        # the first frame of each window's segment: the context stops there
+        self.segment_of = np.zeros(0, int)
+        if pairs:
+            firsts = []
+            for w, s in pairs:
+                seg_a = np.array(sorted(a for a, _ in segments[w]))
+                firsts.append(seg_a[np.searchsorted(seg_a, s, side="right") - 1])
+            self.segment_of = np.concatenate(firsts)
         # (T - span + 1, N, C, span) views: a window is one index, no copy per frame
         self.views = {w: ds.worms[w].x.unfold(0, ds.span, 1) for w in ds.worms}
 
@@ -279,7 +298,24 @@ class WindowLoader:
             for b, w in enumerate(worms):
                 g = self.graphs[w]
                 graph[b, : g.shape[0], : g.shape[1]] = g
-        return Batch(x, mask, y, graph, torch.from_numpy(worms), torch.from_numpy(starts))
+        context = None
+        if self.context:
+            context, _ = to_dense_batch(torch.cat(self._contexts(idx)), batch_vec)  # (B, N, L)
+        return Batch(x, mask, y, graph, torch.from_numpy(worms), torch.from_numpy(starts), context)
+
+    def _contexts(self, idx: np.ndarray) -> list[torch.Tensor]:
+        """Per window, (N, L): ΔF/F up to its last input frame, NaN-padded at the front."""
+        out = []
+        length = self.context
+        for w, s, first in zip(
+            self.worm_of[idx], self.start_of[idx], self.segment_of[idx], strict=True
+        ):
+            end = int(s) + self.ds.window
+            begin = max(int(first), end - length)
+            ctx = torch.full((self.ds.worms[w].n_nodes, length), float("nan"))
+            ctx[:, length - (end - begin) :] = self.ds.worms[w].x[begin:end, :, 0].T
+            out.append(ctx)
+        return out
 
 
 def connectome_graphs(ds: Dataset, connectome: Connectome) -> dict[int, torch.Tensor]:

@@ -35,6 +35,7 @@ from wormgnn.models.registry import model_config
 from wormgnn.train import (
     RunConfig,
     build_for,
+    context_kwargs,
     load_checkpoint,
     parse_run,
     prepare,
@@ -76,9 +77,11 @@ def predict_neural(run: RunConfig, model: torch.nn.Module, loader: WindowLoader)
     }
     for batch in loader:
         if run.task == "forecast":
-            pred, first = rollout(model, batch.x, batch.mask, batch.graph, run.horizon)
+            pred, first = rollout(
+                model, batch.x, batch.mask, batch.graph, run.horizon, batch.context
+            )
         else:
-            first = model(batch.x, batch.mask, batch.graph)
+            first = model(batch.x, batch.mask, batch.graph, **context_kwargs(batch))
             pred = torch.softmax(first.pred, dim=1)
         parts["start"].append(batch.start.numpy())
         parts["y_true"].append(batch.y.numpy())
@@ -114,7 +117,7 @@ def run_evaluation(
     # one loader per worm keeps padding (node set `all`) within a worm
     per_worm = {}
     for w, segs in prep.test.items():
-        loader = WindowLoader(ds, {w: segs}, 512, False, None, prep.graphs)
+        loader = WindowLoader(ds, {w: segs}, 512, False, None, prep.graphs, prep.context)
         if loader.n_windows == 0:
             continue
         per_worm[w] = _predict(run, ckpt, model, loader)

@@ -115,6 +115,7 @@ class Prepared:
     val: Segments
     test: Segments
     graphs: dict[int, torch.Tensor] | None
+    context: int = 0  # frames of causal context the model's encoder reads (gnn)
 
 
 def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared:
@@ -139,7 +140,8 @@ def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared
         if run.model == "gnn_connectome"
         else None
     )
-    return Prepared(ds, fit, val, test, graphs)
+    context = mcfg.context_frames if run.model == "gnn" else 0
+    return Prepared(ds, fit, val, test, graphs, context)
 
 
 def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
@@ -162,11 +164,11 @@ def batch_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Loss of one batch; returns (loss, predictions, parts for logging)."""
     if task == "forecast":
-        pred, first = rollout(model, batch.x, batch.mask, batch.graph, horizon)
+        pred, first = rollout(model, batch.x, batch.mask, batch.graph, horizon, batch.context)
         err = (pred - batch.y) ** 2 * batch.mask[:, :, None]
         data_loss = err.sum() / (batch.mask.sum() * horizon)
     else:
-        first = model(batch.x, batch.mask, batch.graph)
+        first = model(batch.x, batch.mask, batch.graph, **context_kwargs(batch))
         pred = first.pred
         data_loss = F.cross_entropy(pred, batch.y, weight=class_weights)
     loss = data_loss
@@ -175,6 +177,11 @@ def batch_loss(
         loss = loss + kl_weight * first.kl
         parts["kl"] = float(first.kl.detach())
     return loss, pred, parts
+
+
+def context_kwargs(batch) -> dict[str, torch.Tensor]:
+    """The batch's context for the models that read one (the others take none)."""
+    return {} if batch.context is None else {"context": batch.context}
 
 
 def train_epoch(
@@ -273,8 +280,10 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     mcfg = model_config(run.model, run.model_params)
     model = build_for(run, ds).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fit_loader = WindowLoader(ds, prep.fit, cfg.batch_size, True, generator, prep.graphs)
-    val_loader = WindowLoader(ds, prep.val, cfg.batch_size, False, None, prep.graphs)
+    fit_loader = WindowLoader(
+        ds, prep.fit, cfg.batch_size, True, generator, prep.graphs, prep.context
+    )
+    val_loader = WindowLoader(ds, prep.val, cfg.batch_size, False, None, prep.graphs, prep.context)
     if fit_loader.n_windows == 0 or val_loader.n_windows == 0:
         raise ValueError(
             f"fold {run.fold}: no complete training or validation windows "

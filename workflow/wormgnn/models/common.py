@@ -26,11 +26,13 @@ def rollout(
     mask: torch.Tensor,
     graph: torch.Tensor | None,
     horizon: int,
+    context: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ModelOutput]:
     """Forecast ``horizon`` frames by feeding each prediction back as the newest frame.
 
     Shapes: ``x`` (B, N, W, 1) → predictions (B, N, H). Also returns the first step's
-    output, whose ``edge_prob``/``kl`` describe the graph inferred from the observed window.
+    output, whose ``edge_prob``/``kl`` describe the graph inferred from the observed window
+    (and its ``context``, for models that read one).
     Models that infer a graph (``reuses_edges``) infer it once, from the observed window,
     and keep it for the whole rollout, as NRI's decoder does.
     """
@@ -40,6 +42,8 @@ def rollout(
     for _ in range(horizon):
         if first is not None and getattr(model, "reuses_edges", False):
             out = model(window, mask, graph, edges=first.edges)
+        elif context is not None:
+            out = model(window, mask, graph, context=context)
         else:
             out = model(window, mask, graph)
         if first is None:

@@ -6,8 +6,14 @@ Silva, Front. Artif. Intell. 2021 (arXiv 2010.08569).
 
 **Encoder** (factor-graph MLP encoder of NRI). Each neuron's window becomes a node
 embedding :math:`h_i`; each directed pair (sender s, receiver r) gets edge features
-:math:`e_{sr} = f_e([h_s, h_r])`; an edge→node→edge pass adds context; a linear layer
-gives logits over K edge types, :math:`q(z_{sr} | x) = \\mathrm{softmax}(\\ell_{sr})`.
+:math:`e_{sr} = f_e([h_s, h_r], c_{sr})`; an edge→node→edge pass adds context; a linear
+layer gives logits over K edge types, :math:`q(z_{sr} | x) = \\mathrm{softmax}(\\ell_{sr})`.
+:math:`c_{sr}` are the lagged correlations :math:`\\mathrm{corr}(x_s(t-l), x_r(t))`,
+:math:`l = 0..L-1`, over a causal *context*: the ``context_frames`` frames that end at the
+window's last input frame (never before the start of the window's segment, so never in
+another fold's data). A 16-frame window alone carries too little evidence about a
+coupling; correlations over tens of seconds carry much more, and a product of two
+activities is something the pairwise MLP would otherwise have to approximate.
 Training samples :math:`z` with a Gumbel-softmax (temperature ``tau``, hard or soft);
 evaluation uses the posterior probabilities. The KL divergence to a sparsity prior
 (``prior``, e.g. 90 % "no edge") regularises the graph.
@@ -61,6 +67,10 @@ class GNNConfig:
     # Frames of its own history each node's decoder state sees (None: the whole window).
     # Fewer frames make the forecast lean on messages, as in NRI's Markovian decoder.
     decoder_frames: int | None = None
+    # Encoder evidence about each pair: lagged correlations over this many past frames
+    # (the loader supplies them; at least the window itself), at lags 0..context_lags-1.
+    context_frames: int = 128
+    context_lags: int = 4
 
 
 def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -197,30 +207,62 @@ class RelationalDecoder(nn.Module):
         return self.head((weights[:, :, None] * h).sum(1))  # (B, K)
 
 
+def lagged_correlations(context: torch.Tensor, lags: int) -> torch.Tensor:
+    """Correlation of each sender's past with each receiver's present.
+
+    ``context`` (B, N, L) activity, NaN at frames outside the context (before its
+    segment's start); every node of a sample shares those frames. Returns (B, N_s, N_r,
+    lags): ``[..., l]`` = corr(x_s(t - l), x_r(t)) over the frames where both exist.
+    """
+    valid = ~torch.isnan(context)
+    frames = valid[:, 0].float()  # (B, L): node 0 is real in every sample
+    count = frames.sum(-1).clamp(min=1)[:, None, None]
+    values = torch.nan_to_num(context)
+    centred = (values - values.sum(-1, keepdim=True) / count) * valid
+    z = centred / (centred.pow(2).sum(-1, keepdim=True) / count).sqrt().clamp(min=1e-3)
+    length = context.shape[-1]
+    out = []
+    for lag in range(min(lags, length - 1) if length > 1 else 1):
+        both = (frames[:, : length - lag] * frames[:, lag:]).sum(-1).clamp(min=1)
+        prod = torch.einsum("bst,brt->bsr", z[..., : length - lag], z[..., lag:])
+        out.append(prod / both[:, None, None])
+    while len(out) < lags:  # a context shorter than the lags: no evidence at those lags
+        out.append(torch.zeros_like(out[0]))
+    return torch.stack(out, dim=-1)
+
+
 class RelationEncoder(nn.Module):
-    """NRI's MLP encoder: node → edge → node → edge, then edge-type logits.
-    Shapes: x (B, N, W, C), mask (B, N) → logits (B, N_s, N_r, K)."""
+    """NRI's MLP encoder: node → edge → node → edge, then edge-type logits; each pair
+    also sees its lagged correlations over the context (:func:`lagged_correlations`).
+    Shapes: x (B, N, W, C), mask (B, N), context (B, N, L) → logits (B, N_s, N_r, K)."""
 
     def __init__(self, window: int, in_channels: int, cfg: GNNConfig):
         super().__init__()
         h = cfg.hidden
+        self.lags = cfg.context_lags
         self.embed = _mlp([window * in_channels, h, h], cfg.dropout)
         m = cfg.message
+        self.pair_in = nn.Linear(2 * self.lags, m, bias=False)
+        self.pair_out = nn.Linear(2 * self.lags, cfg.edge_types, bias=False)
         self.edge1 = PairwiseMLP(h, m, m)
         self.node2 = _mlp([m, h, h], cfg.dropout)
         self.edge2 = PairwiseMLP(h, m, m)
         self.skip = nn.Linear(m, m, bias=False)
         self.logits = nn.Linear(m, cfg.edge_types)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, n = mask.shape
         pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
+        corr = lagged_correlations(x[..., 0] if context is None else context, self.lags)
+        evidence = torch.cat([corr, corr.abs()], dim=-1)  # (B, N_s, N_r, 2 * lags)
         h = self.embed(x.reshape(b, n, -1))
-        e = self.edge1(h) * pair[..., None]  # (B, N_s, N_r, F)
+        e = self.edge1(h, extra=self.pair_in(evidence)) * pair[..., None]  # (B, N_s, N_r, F)
         incoming = e.sum(1) / mask.sum(1).clamp(min=1)[:, None, None]  # edge → receiver node
         h2 = self.node2(incoming)
         e2 = self.edge2(h2, extra=self.skip(e))
-        return self.logits(e2)
+        return self.logits(e2) + self.pair_out(evidence)
 
 
 def valid_pairs(mask: torch.Tensor) -> torch.Tensor:
@@ -238,7 +280,8 @@ class RelationalGNN(nn.Module):
         cfg: :class:`GNNConfig`.
 
     Shapes:
-        x (B, N, W, C), mask (B, N) → pred (B, N) or (B, K); edge_prob (B, N, N).
+        x (B, N, W, C), mask (B, N), context (B, N, L) or None (the window's ΔF/F
+        channel) → pred (B, N) or (B, K); edge_prob (B, N, N).
     """
 
     reuses_edges = True
@@ -260,10 +303,11 @@ class RelationalGNN(nn.Module):
         mask: torch.Tensor,
         graph: torch.Tensor | None = None,
         edges: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> ModelOutput:
         if edges is not None:  # a rollout step: keep the graph inferred from the observed window
             return ModelOutput(self.decoder(x, mask, edges), edges=edges)
-        logits = self.encoder(x, mask)  # (B, N, N, K)
+        logits = self.encoder(x, mask, context)  # (B, N, N, K)
         valid = valid_pairs(mask)
         log_q = F.log_softmax(logits, dim=-1)
         q = log_q.exp()
