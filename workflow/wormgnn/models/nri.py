@@ -60,7 +60,7 @@ class GNNConfig:
     tau: float = 0.5
     hard: bool = False
     prior: list[float] = field(default_factory=lambda: [0.9, 0.1])
-    kl_weight: float = 0.1
+    kl_weight: float = 0.001
     pooling: str = "attention"  # attention | mean
     dropout: float = 0.0
     impl: str = "dense"  # dense | sparse (PyG MessagePassing); same maths
@@ -69,7 +69,7 @@ class GNNConfig:
     decoder_frames: int | None = None
     # Encoder evidence about each pair: lagged correlations over this many past frames
     # (the loader supplies them; at least the window itself), at lags 0..context_lags-1.
-    context_frames: int = 128
+    context_frames: int = 512
     context_lags: int = 4
 
 
