@@ -12,8 +12,9 @@ layer gives logits over K edge types, :math:`q(z_{sr} | x) = \\mathrm{softmax}(\
 :math:`l = 0..L-1`, over a causal *context*: the ``context_frames`` frames that end at the
 window's last input frame (never before the start of the window's segment, so never in
 another fold's data). A 16-frame window alone carries too little evidence about a
-coupling; correlations over tens of seconds carry much more, and a product of two
-activities is something the pairwise MLP would otherwise have to approximate.
+coupling; correlations over minutes (512 frames by default) carry much more, and a
+product of two activities is something the pairwise MLP would otherwise have to
+approximate.
 Training samples :math:`z` with a Gumbel-softmax (temperature ``tau``, hard or soft);
 evaluation uses the posterior probabilities. The KL divergence to a sparsity prior
 (``prior``, e.g. 90 % "no edge") regularises the graph.
