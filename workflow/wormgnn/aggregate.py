@@ -143,14 +143,10 @@ def model_order(models) -> list[str]:
     return [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
 
 
-def _model_order(runs: list[Run]) -> list[str]:
-    return model_order(r.model for r in runs)
-
-
 def summarise(runs: list[Run], cfg: AggregateConfig) -> list[dict[str, Any]]:
     """The rows of summary.csv, in model order then horizon order."""
     rows = []
-    for model in _model_order(runs):
+    for model in model_order(r.model for r in runs):
         mine = [r for r in runs if r.model == model]
         for horizon in sorted({h for r in mine for h in r.values}, key=lambda h: h or 0):
             metrics: dict[str, list[float]] = defaultdict(list)
@@ -264,7 +260,7 @@ def compare(runs: list[Run], task: str, cfg: AggregateConfig) -> dict[str, Any]:
         for h, values in r.values.items():
             if metric in values:
                 by_model[r.model][h][(r.fold, r.seed)] = values[metric]
-    models = _model_order(runs)
+    models = model_order(r.model for r in runs)
     horizons = sorted({h for r in runs for h in r.values}, key=lambda h: h or 0)
     comparisons, best = [], {}
     for h in horizons:

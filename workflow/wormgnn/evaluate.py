@@ -29,13 +29,12 @@ from wormgnn import files
 from wormgnn.connectome import load_connectome
 from wormgnn.data import WindowLoader
 from wormgnn.metrics import behaviour_metrics, edge_scores, forecast_metrics
-from wormgnn.models import rollout
+from wormgnn.models import rollout, with_context
 from wormgnn.models.baselines import LinearModel, persistence_forecast
 from wormgnn.models.registry import model_config
 from wormgnn.train import (
     RunConfig,
     build_for,
-    context_kwargs,
     load_checkpoint,
     parse_run,
     prepare,
@@ -81,7 +80,7 @@ def predict_neural(run: RunConfig, model: torch.nn.Module, loader: WindowLoader)
                 model, batch.x, batch.mask, batch.graph, run.horizon, batch.context
             )
         else:
-            first = model(batch.x, batch.mask, batch.graph, **context_kwargs(batch))
+            first = model(batch.x, batch.mask, batch.graph, **with_context(batch.context))
             pred = torch.softmax(first.pred, dim=1)
         parts["start"].append(batch.start.numpy())
         parts["y_true"].append(batch.y.numpy())

@@ -44,7 +44,7 @@ from wormgnn.data import (
     load_dataset,
     split_validation,
 )
-from wormgnn.models import NEURAL_MODELS, build_model, rollout
+from wormgnn.models import NEURAL_MODELS, build_model, rollout, with_context
 from wormgnn.models.baselines import LinearModel, persistence_forecast
 from wormgnn.models.registry import FORECAST_ONLY, model_config, node_set_of
 
@@ -168,7 +168,7 @@ def batch_loss(
         err = (pred - batch.y) ** 2 * batch.mask[:, :, None]
         data_loss = err.sum() / (batch.mask.sum() * horizon)
     else:
-        first = model(batch.x, batch.mask, batch.graph, **context_kwargs(batch))
+        first = model(batch.x, batch.mask, batch.graph, **with_context(batch.context))
         pred = first.pred
         data_loss = F.cross_entropy(pred, batch.y, weight=class_weights)
     loss = data_loss
@@ -177,11 +177,6 @@ def batch_loss(
         loss = loss + kl_weight * first.kl
         parts["kl"] = float(first.kl.detach())
     return loss, pred, parts
-
-
-def context_kwargs(batch) -> dict[str, torch.Tensor]:
-    """The batch's context for the models that read one (the others take none)."""
-    return {} if batch.context is None else {"context": batch.context}
 
 
 def train_epoch(

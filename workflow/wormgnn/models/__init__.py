@@ -1,6 +1,13 @@
 """Models over windows of activity. See :func:`build_model` for the names."""
 
-from wormgnn.models.common import ModelOutput, rollout
+from wormgnn.models.common import ModelOutput, rollout, with_context
 from wormgnn.models.registry import MODEL_CONFIGS, NEURAL_MODELS, build_model
 
-__all__ = ["MODEL_CONFIGS", "NEURAL_MODELS", "ModelOutput", "build_model", "rollout"]
+__all__ = [
+    "MODEL_CONFIGS",
+    "NEURAL_MODELS",
+    "ModelOutput",
+    "build_model",
+    "rollout",
+    "with_context",
+]

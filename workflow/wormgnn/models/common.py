@@ -20,6 +20,12 @@ class ModelOutput:
     edges: torch.Tensor | None = None
 
 
+def with_context(context: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Keyword arguments passing a batch's context to the models that read one (``gnn``);
+    without a context the other models are called as before."""
+    return {} if context is None else {"context": context}
+
+
 def rollout(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -42,10 +48,8 @@ def rollout(
     for _ in range(horizon):
         if first is not None and getattr(model, "reuses_edges", False):
             out = model(window, mask, graph, edges=first.edges)
-        elif context is not None:
-            out = model(window, mask, graph, context=context)
         else:
-            out = model(window, mask, graph)
+            out = model(window, mask, graph, **with_context(context))
         if first is None:
             first = out
         nxt = window[:, :, -1, 0] + out.pred  # (B, N)
