@@ -48,11 +48,13 @@ def test_forward_and_backward_shapes(name, task):
     # heads start at zero (persistence / uniform), so push them off it first
     for p in model.parameters():
         p.data.add_(0.01)
-    loss = (
-        (rollout(model, x, mask, graph, 4)[0] if task == "forecast" else model(x, mask, graph).pred)
-        .pow(2)
-        .mean()
-    )
+    if task == "forecast":
+        pred, out = rollout(model, x, mask, graph, 4)
+    else:
+        out = model(x, mask, graph)
+        pred = out.pred
+    regularisers = [r for r in (out.kl, out.context_loss) if r is not None]
+    loss = pred.pow(2).mean() + sum(regularisers)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -197,3 +199,87 @@ def test_gnn_reads_its_context_and_stays_equivariant_with_it():
     out_p = model(x[:, perm], mask[:, perm], context=context[:, perm])
     torch.testing.assert_close(out_p.edge_prob, out.edge_prob[:, perm][:, :, perm])
     torch.testing.assert_close(out_p.pred, out.pred[:, perm])
+
+
+def _coupled_pair(t=600, seed=0):
+    """(1, 3, T) context: node 0 drives node 1 one frame later; node 2 is independent.
+    Each node is an AR(1) process, so its own past explains part of its change."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(3, t)
+    for k in range(1, t):
+        noise = torch.randn(3, generator=g)
+        x[0, k] = 0.8 * x[0, k - 1] + noise[0]
+        x[1, k] = 0.5 * x[1, k - 1] + 0.9 * x[0, k - 1] + 0.5 * noise[1]
+        x[2, k] = 0.8 * x[2, k - 1] + noise[2]
+    return x[None]
+
+
+def test_context_decoder_prefers_the_true_sender_and_direction():
+    from wormgnn.models.nri import ContextDecoder
+
+    context = _coupled_pair()
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    decoder = ContextDecoder(lags=2)
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=0.05)
+    true = torch.zeros(1, 3, 3, 1)
+    true[0, 0, 1] = 1.0  # sender 0 → receiver 1
+    for _ in range(200):  # fit the shared coefficients with the true graph
+        optimiser.zero_grad()
+        decoder(context, true, mask).backward()
+        optimiser.step()
+    with torch.no_grad():
+        reverse = true.transpose(1, 2).clone()  # 1 → 0
+        wrong = torch.zeros(1, 3, 3, 1)
+        wrong[0, 2, 1] = 1.0  # the independent node → 1
+        losses = {
+            name: float(decoder(context, z, mask))
+            for name, z in {"true": true, "reverse": reverse, "wrong": wrong}.items()
+        }
+        losses["none"] = float(decoder(context, torch.zeros_like(true), mask))
+    # node 1 is one of three nodes whose changes are scored, so its gain is diluted
+    assert losses["true"] < 0.9 * min(losses["reverse"], losses["wrong"], losses["none"])
+
+
+def test_context_decoder_ignores_frames_outside_the_context():
+    from wormgnn.models.nri import ContextDecoder
+
+    torch.manual_seed(0)
+    decoder = ContextDecoder(lags=3)
+    context = _coupled_pair(t=200)
+    z = torch.rand(1, 3, 3, 2)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    padded = torch.cat([torch.full((1, 3, 40), float("nan")), context], dim=-1)
+    torch.testing.assert_close(decoder(padded, z, mask), decoder(context, z, mask))
+    # a padded node changes nothing either
+    extra = torch.cat([padded, torch.randn(1, 1, padded.shape[-1])], dim=1)
+    z4 = torch.zeros(1, 4, 4, 2)
+    z4[:, :3, :3] = z
+    mask4 = torch.tensor([[True, True, True, False]])
+    torch.testing.assert_close(decoder(extra, z4, mask4), decoder(context, z, mask))
+
+
+def test_gnn_context_loss_reaches_the_encoder_and_can_be_turned_off():
+    x, mask, _ = _inputs("forecast")
+    assert _model("gnn", "forecast", context_weight=0.0)(x, mask).context_loss is None
+    model = _model("gnn", "forecast", edge_types=3, prior=[0.9, 0.05, 0.05])
+    out = model(x, mask)
+    assert out.context_loss is not None and out.context_loss.ndim == 0
+    out.context_loss.backward()
+    assert model.encoder.logits.weight.grad.abs().sum() > 0
+
+
+def test_partial_correlations_discount_a_shared_partner():
+    from wormgnn.models.nri import partial_correlations
+
+    g = torch.Generator().manual_seed(0)
+    hub = torch.randn(2000, generator=g)
+    a = hub + 0.5 * torch.randn(2000, generator=g)
+    b = hub + 0.5 * torch.randn(2000, generator=g)  # a and b only share the hub
+    context = torch.stack([hub, a, b, torch.randn(2000, generator=g)])[None]
+    context[..., :100] = float("nan")
+    partial = partial_correlations(context, ridge=0.01)[0]
+    assert torch.corrcoef(context[0, 1:3, 100:])[0, 1] > 0.7  # pairwise: strongly linked
+    assert partial[1, 2].abs() < 0.1  # given the hub: not
+    assert partial[0, 1] > 0.5 and partial[0, 2] > 0.5
+    torch.testing.assert_close(partial, partial.T)
+    assert partial.diagonal().abs().max() == 0

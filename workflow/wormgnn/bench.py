@@ -99,6 +99,7 @@ def measure(
         batch_loss,
         build_for,
         prepare,
+        regulariser_weights,
         seed_everything,
         stack_windows,
     )
@@ -134,7 +135,7 @@ def measure(
         net = build_for(run, prep.ds).to(dev)
         optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
         weights = torch.ones(len(prep.ds.classes), device=dev) if task == "behaviour" else None
-        kl_weight = getattr(model_config(model, params), "kl_weight", 0.0)
+        regularisers = regulariser_weights(model_config(model, params))
         iterator = iter(loader)
         n_windows, seconds = 0, 0.0
         for step in range(warmup + batches):
@@ -148,7 +149,7 @@ def measure(
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             batch = batch.to(dev)  # host → device copy counts: it is part of training
-            loss, _, _ = batch_loss(net, batch, task, run.horizon, kl_weight, weights)
+            loss, _, _ = batch_loss(net, batch, task, run.horizon, regularisers, weights)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -8,7 +8,8 @@ Validation is carved from the training segments only (:mod:`wormgnn.data`).
   rollout (MSE over horizons 1..H), which is how they are evaluated.
 - Behaviour models minimise class-weighted cross-entropy (weights from the training
   labels); validation selects on macro-F1.
-- The GNN adds ``kl_weight`` × KL(edge posterior ‖ sparsity prior).
+- The GNN adds ``kl_weight`` × KL(edge posterior ‖ sparsity prior) and ``context_weight``
+  × the error of its graph's model of the context (:class:`~wormgnn.models.nri.ContextDecoder`).
 
 After every epoch the full state (model, optimiser, early-stopping counters, history and
 every random generator) goes to ``model.pt.partial``; a job killed mid-training and
@@ -154,15 +155,26 @@ def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- neural
+#: Regularisers a model may return in its :class:`ModelOutput`, and the config field of
+#: each one's weight.
+REGULARISERS = {"kl": "kl_weight", "context_loss": "context_weight"}
+
+
+def regulariser_weights(model_config: Any) -> dict[str, float]:
+    """The weight of each regulariser under a model's config (0 where it has none)."""
+    return {name: getattr(model_config, key, 0.0) for name, key in REGULARISERS.items()}
+
+
 def batch_loss(
     model: torch.nn.Module,
     batch,
     task: str,
     horizon: int,
-    kl_weight: float,
+    weights: dict[str, float],
     class_weights: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """Loss of one batch; returns (loss, predictions, parts for logging)."""
+    """Loss of one batch; returns (loss, predictions, parts for logging). ``weights``
+    (from :func:`regulariser_weights`) weighs the regularisers the model returns."""
     if task == "forecast":
         pred, first = rollout(model, batch.x, batch.mask, batch.graph, horizon, batch.context)
         err = (pred - batch.y) ** 2 * batch.mask[:, :, None]
@@ -173,14 +185,16 @@ def batch_loss(
         data_loss = F.cross_entropy(pred, batch.y, weight=class_weights)
     loss = data_loss
     parts = {"data": float(data_loss.detach())}
-    if first.kl is not None:
-        loss = loss + kl_weight * first.kl
-        parts["kl"] = float(first.kl.detach())
+    for name in REGULARISERS:
+        value = getattr(first, name)
+        if value is not None:
+            loss = loss + weights[name] * value
+            parts[name] = float(value.detach())
     return loss, pred, parts
 
 
 def train_epoch(
-    model, loader, optimiser, run: RunConfig, cfg: TrainConfig, device, kl_weight, class_weights
+    model, loader, optimiser, run: RunConfig, cfg: TrainConfig, device, weights, class_weights
 ) -> dict[str, float]:
     model.train()
     totals: dict[str, float] = {}
@@ -188,7 +202,7 @@ def train_epoch(
     bar = tqdm(loader, desc="train", leave=False, file=sys.stderr, disable=None)
     for batch in bar:
         batch = batch.to(device)
-        loss, _, parts = batch_loss(model, batch, run.task, run.horizon, kl_weight, class_weights)
+        loss, _, parts = batch_loss(model, batch, run.task, run.horizon, weights, class_weights)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -201,7 +215,7 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model, loader, run: RunConfig, device, kl_weight, class_weights) -> dict[str, float]:
+def evaluate(model, loader, run: RunConfig, device, weights, class_weights) -> dict[str, float]:
     """Validation loss and the selection metric (forecast: -MSE; behaviour: macro-F1)."""
     model.eval()
     total, n = 0.0, 0
@@ -209,7 +223,7 @@ def evaluate(model, loader, run: RunConfig, device, kl_weight, class_weights) ->
     y_true, y_pred = [], []
     for batch in loader:
         batch = batch.to(device)
-        loss, pred, _ = batch_loss(model, batch, run.task, run.horizon, kl_weight, class_weights)
+        loss, pred, _ = batch_loss(model, batch, run.task, run.horizon, weights, class_weights)
         total += float(loss) * batch.x.shape[0]
         n += batch.x.shape[0]
         if run.task == "forecast":
@@ -285,7 +299,7 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
             f"({fit_loader.n_windows}, {val_loader.n_windows}); shorten the window"
         )
     class_weights = class_weights_of(ds, fit_loader).to(device) if run.task == "behaviour" else None
-    kl_weight = getattr(mcfg, "kl_weight", 0.0)
+    weights = regulariser_weights(mcfg)
     log.info(
         "%s/%s/%s fold %d seed %d on %s: %d fit, %d val windows, %s nodes, %d parameters",
         run.task,
@@ -324,14 +338,15 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
         epoch = state["epoch"] + 1
         start = time.perf_counter()
         train_stats = train_epoch(
-            model, fit_loader, optimiser, run, cfg, device, kl_weight, class_weights
+            model, fit_loader, optimiser, run, cfg, device, weights, class_weights
         )
         train_seconds = time.perf_counter() - start
-        val_stats = evaluate(model, val_loader, run, device, kl_weight, class_weights)
+        val_stats = evaluate(model, val_loader, run, device, weights, class_weights)
         row = {
             "epoch": epoch,
             "train_loss": train_stats["loss"],
             "train_kl": train_stats.get("kl", 0.0),
+            "train_context": train_stats.get("context_loss", 0.0),
             **val_stats,
             "seconds": time.perf_counter() - start,
             "train_windows_per_s": fit_loader.n_windows / train_seconds,

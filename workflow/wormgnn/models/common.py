@@ -12,12 +12,14 @@ class ModelOutput:
     """``pred``: forecast (B, N) next-frame change of ΔF/F, or behaviour logits (B, K).
     ``edge_prob``: (B, N, N) inferred probability of an edge sender → receiver (GNN).
     ``kl``: scalar KL divergence of the edge posterior from its prior (GNN).
-    ``edges``: (B, N, N, T) the edge weights the decoder used, reusable by a rollout."""
+    ``edges``: (B, N, N, T) the edge weights the decoder used, reusable by a rollout.
+    ``context_loss``: scalar error of the inferred graph's model of the context (GNN)."""
 
     pred: torch.Tensor
     edge_prob: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     edges: torch.Tensor | None = None
+    context_loss: torch.Tensor | None = None
 
 
 def with_context(context: torch.Tensor | None) -> dict[str, torch.Tensor]:

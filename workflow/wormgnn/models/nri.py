@@ -14,10 +14,12 @@ window's last input frame (never before the start of the window's segment, so ne
 another fold's data). A 16-frame window alone carries too little evidence about a
 coupling; correlations over minutes (512 frames by default) carry much more, and a
 product of two activities is something the pairwise MLP would otherwise have to
-approximate.
+approximate. :math:`c_{sr}` also holds the pair's partial correlation over the context
+(:func:`partial_correlations`), which discounts shared inputs.
 Training samples :math:`z` with a Gumbel-softmax (temperature ``tau``, hard or soft);
 evaluation uses the posterior probabilities. The KL divergence to a sparsity prior
-(``prior``, e.g. 90 % "no edge") regularises the graph.
+(``prior``, e.g. 90 % "no edge") regularises the graph, and :class:`ContextDecoder`
+makes the graph explain the context's dynamics as well as the window's forecast.
 
 **Decoder** (:class:`RelationalConv`). Type 0 means "no edge" and carries no message;
 each other type k has its own message function, summed at the receiver:
@@ -61,7 +63,7 @@ class GNNConfig:
     tau: float = 0.5
     hard: bool = False
     prior: list[float] = field(default_factory=lambda: [0.9, 0.1])
-    kl_weight: float = 0.001
+    kl_weight: float = 0.05
     pooling: str = "attention"  # attention | mean
     dropout: float = 0.0
     impl: str = "dense"  # dense | sparse (PyG MessagePassing); same maths
@@ -72,6 +74,8 @@ class GNNConfig:
     # (the loader supplies them; at least the window itself), at lags 0..context_lags-1.
     context_frames: int = 512
     context_lags: int = 4
+    # Weight of the context loss (:class:`ContextDecoder`); 0 turns it off.
+    context_weight: float = 1.0
 
 
 def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -208,6 +212,18 @@ class RelationalDecoder(nn.Module):
         return self.head((weights[:, :, None] * h).sum(1))  # (B, K)
 
 
+def standardise_context(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z-score each node's context over its valid frames. ``context`` (B, N, L), NaN at
+    frames outside the context (shared by all nodes of a sample) → (z-scores, 0 outside;
+    (B, L) float mask of the valid frames)."""
+    valid = ~torch.isnan(context)
+    frames = valid[:, 0].float()  # (B, L): node 0 is real in every sample
+    count = frames.sum(-1).clamp(min=1)[:, None, None]
+    values = torch.nan_to_num(context)
+    centred = (values - values.sum(-1, keepdim=True) / count) * valid
+    return centred / (centred.pow(2).sum(-1, keepdim=True) / count).sqrt().clamp(min=1e-3), frames
+
+
 def lagged_correlations(context: torch.Tensor, lags: int) -> torch.Tensor:
     """Correlation of each sender's past with each receiver's present.
 
@@ -215,12 +231,7 @@ def lagged_correlations(context: torch.Tensor, lags: int) -> torch.Tensor:
     segment's start); every node of a sample shares those frames. Returns (B, N_s, N_r,
     lags): ``[..., l]`` = corr(x_s(t - l), x_r(t)) over the frames where both exist.
     """
-    valid = ~torch.isnan(context)
-    frames = valid[:, 0].float()  # (B, L): node 0 is real in every sample
-    count = frames.sum(-1).clamp(min=1)[:, None, None]
-    values = torch.nan_to_num(context)
-    centred = (values - values.sum(-1, keepdim=True) / count) * valid
-    z = centred / (centred.pow(2).sum(-1, keepdim=True) / count).sqrt().clamp(min=1e-3)
+    z, frames = standardise_context(context)
     length = context.shape[-1]
     out = []
     for lag in range(min(lags, length - 1) if length > 1 else 1):
@@ -230,6 +241,20 @@ def lagged_correlations(context: torch.Tensor, lags: int) -> torch.Tensor:
     while len(out) < lags:  # a context shorter than the lags: no evidence at those lags
         out.append(torch.zeros_like(out[0]))
     return torch.stack(out, dim=-1)
+
+
+def partial_correlations(context: torch.Tensor, ridge: float = 0.1) -> torch.Tensor:
+    """Each pair's correlation given all the other nodes, over the context: from the
+    precision matrix of the z-scored context, shrunk by ``ridge``. Pairwise correlation
+    also links two neurons that share an input or a partner; partial correlation mostly
+    does not. ``context`` (B, N, L) as in :func:`lagged_correlations` (padded nodes are
+    zero) → (B, N, N), zero on the diagonal."""
+    u, frames = standardise_context(context)
+    count = frames.sum(-1).clamp(min=1)[:, None, None]
+    eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+    precision = torch.linalg.inv(torch.einsum("bst,brt->bsr", u, u) / count + ridge * eye)
+    diag = precision.diagonal(dim1=1, dim2=2).clamp(min=1e-6).sqrt()
+    return -precision / (diag[:, :, None] * diag[:, None, :]) * (1 - eye)
 
 
 class RelationEncoder(nn.Module):
@@ -243,8 +268,8 @@ class RelationEncoder(nn.Module):
         self.lags = cfg.context_lags
         self.embed = _mlp([window * in_channels, h, h], cfg.dropout)
         m = cfg.message
-        self.pair_in = nn.Linear(2 * self.lags, m, bias=False)
-        self.pair_out = nn.Linear(2 * self.lags, cfg.edge_types, bias=False)
+        self.pair_in = nn.Linear(2 * self.lags + 2, m, bias=False)
+        self.pair_out = nn.Linear(2 * self.lags + 2, cfg.edge_types, bias=False)
         self.edge1 = PairwiseMLP(h, m, m)
         self.node2 = _mlp([m, h, h], cfg.dropout)
         self.edge2 = PairwiseMLP(h, m, m)
@@ -256,14 +281,79 @@ class RelationEncoder(nn.Module):
     ) -> torch.Tensor:
         b, n = mask.shape
         pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
-        corr = lagged_correlations(x[..., 0] if context is None else context, self.lags)
-        evidence = torch.cat([corr, corr.abs()], dim=-1)  # (B, N_s, N_r, 2 * lags)
+        context = x[..., 0] if context is None else context
+        corr = torch.cat(
+            [lagged_correlations(context, self.lags), partial_correlations(context)[..., None]], -1
+        )
+        evidence = torch.cat([corr, corr.abs()], dim=-1)  # (B, N_s, N_r, 2 * lags + 2)
         h = self.embed(x.reshape(b, n, -1))
         e = self.edge1(h, extra=self.pair_in(evidence)) * pair[..., None]  # (B, N_s, N_r, F)
         incoming = e.sum(1) / mask.sum(1).clamp(min=1)[:, None, None]  # edge → receiver node
         h2 = self.node2(incoming)
         e2 = self.edge2(h2, extra=self.skip(e))
         return self.logits(e2) + self.pair_out(evidence)
+
+
+class ContextDecoder(nn.Module):
+    r"""Makes the inferred graph explain the context, not only the window's next frames.
+
+    The forecast alone gives the encoder a weak signal: a neuron's next ΔF/F frame is
+    mostly its own smooth history plus imaging noise, and its inputs add little to it.
+    Over the hundreds of frames of the context their contribution adds up, as in Granger
+    causality. So the context is also modelled with the inferred graph: each receiver's
+    frame-to-frame change :math:`\Delta u_r(t)`, after its own last ``lags`` frames
+    (coefficients :math:`a`, shared), is regressed on its senders' previous frame
+    :math:`u_s(t-1)`, each sender's column scaled by its edge weight
+    :math:`w_{sr} = \sum_{k \ge 1} z_{srk}`:
+
+    .. math::
+        e_r = \Delta u_r - \textstyle\sum_p a_p u_r(\cdot - p), \qquad
+        \mathrm{loss}_r = \min_\beta \tfrac{1}{T} \lVert e_r - X_r \beta \rVert^2
+        + \lambda \lVert \beta \rVert^2, \quad X_r = [\, w_{sr} u_s(\cdot - 1) \,]_s,
+
+    solved in closed form (ridge ``ridge``), so every edge gets its own signed coefficient
+    and the senders are weighed jointly (conditional, not pairwise, evidence: a common
+    input or a two-step path explains little once the direct sender is in). The loss is
+    the mean over receivers, weighted by ``context_weight``; without a sparsity cost
+    every extra sender lowers it a little, so ``kl_weight`` must price an edge (about
+    0.05). ``u`` is the z-scored context; it ends at the window's last input frame, so
+    this never sees a forecast target. Only the first ``samples`` windows of a batch are
+    scored (the training loader shuffles): neighbouring windows share most of their
+    context, and this keeps the loss to about a tenth of a GNN step's time on the CPU.
+
+    Shapes: context (B, N, L) (NaN outside), z (B, N_s, N_r, T), mask (B, N) → scalar.
+    """
+
+    samples = 8
+
+    def __init__(self, lags: int, ridge: float = 0.05):
+        super().__init__()
+        self.lags, self.ridge = lags, ridge
+        self.own = nn.Parameter(torch.zeros(lags))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.own)
+
+    def forward(self, context: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        context, z, mask = context[: self.samples], z[: self.samples], mask[: self.samples]
+        u, frames = standardise_context(context)
+        length, p = u.shape[-1], self.lags
+        if length <= p:
+            return u.new_zeros(())
+        ok = (frames[:, p:] * frames[:, :-p])[:, None, :] * mask[:, :, None]  # (B, N, L - p)
+        count = ok[:, :1].sum(-1, keepdim=True).clamp(min=1)  # (B, 1, 1) frames scored
+        past = torch.stack([u[..., p - i : length - i] for i in range(1, p + 1)], dim=-1)
+        residual = (u[..., p:] - u[..., p - 1 : -1] - past @ self.own) * ok  # e (B, N, L - p)
+        sender = past[..., 0] * ok  # u_s(t - 1)
+        gram = torch.einsum("bst,bqt->bsq", sender, sender) / count  # (B, N, N)
+        cross = torch.einsum("bst,brt->brs", sender, residual) / count  # (B, N_r, N_s)
+        w = z.sum(-1).transpose(1, 2)  # (B, N_r, N_s)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        system = w[..., :, None] * gram[:, None] * w[..., None, :] + self.ridge * eye
+        rhs = w * cross  # X_r^T e_r / T
+        explained = (rhs * torch.linalg.solve(system, rhs[..., None])[..., 0]).sum(-1)
+        loss = residual.pow(2).sum(-1) / count[..., 0] - explained  # (B, N_r)
+        return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
 def valid_pairs(mask: torch.Tensor) -> torch.Tensor:
@@ -296,6 +386,7 @@ class RelationalGNN(nn.Module):
         self.cfg = cfg
         self.encoder = RelationEncoder(window, in_channels, cfg)
         self.decoder = RelationalDecoder(window, in_channels, out_dim, task, cfg)
+        self.context_decoder = ContextDecoder(cfg.context_lags) if cfg.context_weight > 0 else None
         self.register_buffer("log_prior", torch.log(torch.tensor(cfg.prior, dtype=torch.float32)))
 
     def forward(
@@ -308,6 +399,8 @@ class RelationalGNN(nn.Module):
     ) -> ModelOutput:
         if edges is not None:  # a rollout step: keep the graph inferred from the observed window
             return ModelOutput(self.decoder(x, mask, edges), edges=edges)
+        if context is None:
+            context = x[..., 0]  # no longer history: the window is the context
         logits = self.encoder(x, mask, context)  # (B, N, N, K)
         valid = valid_pairs(mask)
         log_q = F.log_softmax(logits, dim=-1)
@@ -320,7 +413,12 @@ class RelationalGNN(nn.Module):
         kl = ((q * (log_q - self.log_prior)).sum(-1) * valid).sum() / valid.sum().clamp(min=1)
         pred = self.decoder(x, mask, z[..., 1:])
         edge_prob = (1.0 - q[..., 0]) * valid
-        return ModelOutput(pred, edge_prob=edge_prob, kl=kl, edges=z[..., 1:])
+        context_loss = None
+        if self.context_decoder is not None:
+            context_loss = self.context_decoder(context, z[..., 1:], mask)
+        return ModelOutput(
+            pred, edge_prob=edge_prob, kl=kl, edges=z[..., 1:], context_loss=context_loss
+        )
 
 
 class ConnectomeGNN(nn.Module):
