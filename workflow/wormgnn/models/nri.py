@@ -259,7 +259,8 @@ def partial_correlations(context: torch.Tensor, ridge: float = 0.1) -> torch.Ten
 
 class RelationEncoder(nn.Module):
     """NRI's MLP encoder: node → edge → node → edge, then edge-type logits; each pair
-    also sees its lagged correlations over the context (:func:`lagged_correlations`).
+    also sees its lagged and partial correlations over the context
+    (:func:`lagged_correlations`, :func:`partial_correlations`).
     Shapes: x (B, N, W, C), mask (B, N), context (B, N, L) → logits (B, N_s, N_r, K)."""
 
     def __init__(self, window: int, in_channels: int, cfg: GNNConfig):
@@ -276,12 +277,9 @@ class RelationEncoder(nn.Module):
         self.skip = nn.Linear(m, m, bias=False)
         self.logits = nn.Linear(m, cfg.edge_types)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, n = mask.shape
         pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
-        context = x[..., 0] if context is None else context
         corr = torch.cat(
             [lagged_correlations(context, self.lags), partial_correlations(context)[..., None]], -1
         )
