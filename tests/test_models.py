@@ -223,7 +223,7 @@ def test_context_decoder_prefers_the_true_sender_and_direction():
     optimiser = torch.optim.Adam(decoder.parameters(), lr=0.05)
     true = torch.zeros(1, 3, 3, 1)
     true[0, 0, 1] = 1.0  # sender 0 → receiver 1
-    for _ in range(200):  # fit the shared coefficients with the true graph
+    for _ in range(200):  # fit the receivers' own-history coefficients with the true graph
         optimiser.zero_grad()
         decoder(context, true, mask).backward()
         optimiser.step()

@@ -329,9 +329,6 @@ class ContextDecoder(nn.Module):
         self.lags, self.ridge = lags, ridge
         self.own = nn.Parameter(torch.zeros(lags))
 
-    def reset_parameters(self) -> None:
-        nn.init.zeros_(self.own)
-
     def forward(self, context: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         context, z, mask = context[: self.samples], z[: self.samples], mask[: self.samples]
         u, frames = standardise_context(context)
