@@ -3,7 +3,13 @@
 import pytest
 import torch
 from wormgnn.models import build_model, rollout
-from wormgnn.models.nri import RelationalConv, dense_to_sparse_edges, lagged_correlations
+from wormgnn.models.nri import (
+    RelationalConv,
+    dense_to_sparse_edges,
+    gumbel_softmax,
+    lagged_correlations,
+    standardise_context,
+)
 from wormgnn.models.registry import model_config
 
 B, N, W, K = 3, 7, 6, 3
@@ -97,6 +103,22 @@ def test_variable_node_counts_in_one_padded_batch():
     assert torch.all(out.edge_prob[0, 4:] == 0) and torch.all(out.edge_prob[0, :, 4:] == 0)
 
 
+def test_gumbel_softmax_samples_the_edge_type_distribution():
+    torch.manual_seed(0)
+    logits = torch.tensor([[1.0, -0.5, 0.3]]).expand(40000, 3)
+    soft = gumbel_softmax(logits, tau=0.5, hard=False)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(40000))
+    # Gumbel-max: the sample's argmax follows softmax(logits) at any temperature
+    freq = torch.bincount(soft.argmax(-1), minlength=3) / 40000
+    torch.testing.assert_close(freq, torch.softmax(logits[0], -1), atol=0.01, rtol=0)
+    leaf = logits[:4].clone().requires_grad_()
+    hard = gumbel_softmax(leaf, tau=0.5, hard=True)
+    assert set(hard.detach().flatten().tolist()) == {0.0, 1.0}
+    assert (hard.detach().sum(-1) == 1).all()
+    (hard * torch.arange(3.0)).sum().backward()  # straight-through: the soft sample's gradient
+    assert leaf.grad.abs().sum() > 0
+
+
 def test_dense_and_sparse_message_passing_agree():
     torch.manual_seed(0)
     conv = RelationalConv(hidden=8, message=5, n_types=2)
@@ -173,7 +195,7 @@ def test_lagged_correlations_find_the_sender_and_the_lag():
     sender, other = source[3:], torch.randn(t, generator=g)
     context = torch.stack([sender, receiver, other])[None]  # (1, 3, T)
     context[..., :50] = float("nan")  # before the segment's start
-    corr = lagged_correlations(context, lags=4)[0]  # (N_s, N_r, lags)
+    corr = lagged_correlations(*standardise_context(context), lags=4)[0]  # (N_s, N_r, lags)
     assert corr.shape == (3, 3, 4)
     assert corr[0, 1, 2] > 0.9  # sender's past explains the receiver at lag 2 ...
     assert corr[1, 0].abs().max() < 0.2  # ... and not the other way round
@@ -182,7 +204,8 @@ def test_lagged_correlations_find_the_sender_and_the_lag():
     # a NaN-free context gives the plain (biased) Pearson correlation at lag 0
     full = torch.stack([sender, receiver])[None]
     expected = torch.corrcoef(full[0])[0, 1]
-    torch.testing.assert_close(lagged_correlations(full, 1)[0, 0, 1, 0], expected)
+    lag0 = lagged_correlations(*standardise_context(full), 1)[0, 0, 1, 0]
+    torch.testing.assert_close(lag0, expected)
 
 
 def test_gnn_reads_its_context_and_stays_equivariant_with_it():
@@ -277,7 +300,7 @@ def test_partial_correlations_discount_a_shared_partner():
     b = hub + 0.5 * torch.randn(2000, generator=g)  # a and b only share the hub
     context = torch.stack([hub, a, b, torch.randn(2000, generator=g)])[None]
     context[..., :100] = float("nan")
-    partial = partial_correlations(context, ridge=0.01)[0]
+    partial = partial_correlations(*standardise_context(context), ridge=0.01)[0]
     assert torch.corrcoef(context[0, 1:3, 100:])[0, 1] > 0.7  # pairwise: strongly linked
     assert partial[1, 2].abs() < 0.1  # given the hub: not
     assert partial[0, 1] > 0.5 and partial[0, 2] > 0.5
