@@ -6,6 +6,7 @@ from wormgnn.models import build_model, rollout
 from wormgnn.models.nri import (
     RelationalConv,
     dense_to_sparse_edges,
+    granger_coefficients,
     gumbel_softmax,
     lagged_correlations,
     standardise_context,
@@ -289,6 +290,26 @@ def test_gnn_context_loss_reaches_the_encoder_and_can_be_turned_off():
     assert out.context_loss is not None and out.context_loss.ndim == 0
     out.context_loss.backward()
     assert model.encoder.logits.weight.grad.abs().sum() > 0
+
+
+def test_granger_coefficients_find_the_direction_given_the_other_nodes():
+    g = torch.Generator().manual_seed(0)
+    t = 3000
+    noise = torch.randn(4, t, generator=g)
+    x = torch.zeros(4, t)
+    for k in range(1, t):  # 0 drives 1 and 2 one frame later; 3 is unrelated
+        x[0, k] = 0.8 * x[0, k - 1] + noise[0, k]
+        x[1, k] = 0.5 * x[1, k - 1] + 0.6 * x[0, k - 1] + noise[1, k]
+        x[2, k] = 0.5 * x[2, k - 1] + 0.6 * x[0, k - 1] + noise[2, k]
+        x[3, k] = 0.8 * x[3, k - 1] + noise[3, k]
+    context = x[None].clone()
+    context[..., :200] = float("nan")  # before the segment's start
+    coef = granger_coefficients(*standardise_context(context), ridge=0.01)[0]  # (N_s, N_r)
+    assert coef[0, 1] > 0.3 and coef[0, 2] > 0.3  # the sender, in its direction ...
+    assert coef[1, 0].abs() < 0.05 and coef[2, 0].abs() < 0.05  # ... not the reverse
+    assert coef[1, 2].abs() < 0.05 and coef[2, 1].abs() < 0.05  # co-driven: not linked
+    assert coef[3, :3].abs().max() < 0.05 and coef[:3, 3].abs().max() < 0.05
+    assert coef[1, 1] < -0.2  # own level: each node relaxes (change = -(1 - a) x)
 
 
 def test_partial_correlations_discount_a_shared_partner():

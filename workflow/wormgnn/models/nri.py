@@ -15,7 +15,8 @@ another fold's data). A 16-frame window alone carries too little evidence about 
 coupling; correlations over minutes (512 frames by default) carry much more, and a
 product of two activities is something the pairwise MLP would otherwise have to
 approximate. :math:`c_{sr}` also holds the pair's partial correlation over the context
-(:func:`partial_correlations`), which discounts shared inputs.
+(:func:`partial_correlations`), which discounts shared inputs, and its lag-1 Granger
+coefficient (:func:`granger_coefficients`), which is also directed.
 Training samples :math:`z` with a Gumbel-softmax (temperature ``tau``, hard or soft);
 evaluation uses the posterior probabilities. The KL divergence to a sparsity prior
 (``prior``, e.g. 90 % "no edge") regularises the graph, and :class:`ContextDecoder`
@@ -72,8 +73,9 @@ class GNNConfig:
     # Frames of its own history each node's decoder state sees (None: the whole window).
     # Fewer frames make the forecast lean on messages, as in NRI's Markovian decoder.
     decoder_frames: int | None = None
-    # Encoder evidence about each pair: lagged correlations over this many past frames
-    # (the loader supplies them; at least the window itself), at lags 0..context_lags-1.
+    # Encoder evidence about each pair over this many past frames (the loader supplies
+    # them; at least the window itself): lagged correlations at lags 0..context_lags-1,
+    # the partial correlation and the lag-1 Granger coefficient.
     context_frames: int = 512
     context_lags: int = 4
     # Weight of the context loss (:class:`ContextDecoder`); 0 turns it off.
@@ -261,10 +263,26 @@ def partial_correlations(u: torch.Tensor, frames: torch.Tensor, ridge: float = 0
     return -precision / (diag[:, :, None] * diag[:, None, :]) * (1 - eye)
 
 
+def granger_coefficients(u: torch.Tensor, frames: torch.Tensor, ridge: float = 0.1) -> torch.Tensor:
+    """Each sender's coefficient in the ridge regression of each receiver's
+    frame-to-frame change on every node's previous frame, over the context (lag-1
+    Granger, conditional on all nodes and on the receiver's own level). Unlike the
+    correlations it is directed. ``u, frames`` as in :func:`lagged_correlations` →
+    (B, N_s, N_r); the diagonal is each node's own coefficient."""
+    ok = (frames[:, 1:] * frames[:, :-1])[:, None]  # (B, 1, L - 1): both frames valid
+    past = u[..., :-1] * ok
+    change = (u[..., 1:] - u[..., :-1]) * ok
+    count = ok.sum(-1, keepdim=True).clamp(min=1)
+    gram = past @ past.transpose(1, 2) / count
+    eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+    return torch.linalg.solve(gram + ridge * eye, past @ change.transpose(1, 2) / count)
+
+
 class RelationEncoder(nn.Module):
     """NRI's MLP encoder: node → edge → node → edge, then edge-type logits; each pair
-    also sees its lagged and partial correlations over the context
-    (:func:`lagged_correlations`, :func:`partial_correlations`).
+    also sees its lagged and partial correlations and its Granger coefficient over the
+    context (:func:`lagged_correlations`, :func:`partial_correlations`,
+    :func:`granger_coefficients`).
     Shapes: x (B, N, W, C), mask (B, N), context (B, N, L) → logits (B, N_s, N_r, K)."""
 
     def __init__(self, window: int, in_channels: int, cfg: GNNConfig):
@@ -273,8 +291,8 @@ class RelationEncoder(nn.Module):
         self.lags = cfg.context_lags
         self.embed = _mlp([window * in_channels, h, h], cfg.dropout)
         m = cfg.message
-        self.pair_in = nn.Linear(2 * self.lags + 2, m, bias=False)
-        self.pair_out = nn.Linear(2 * self.lags + 2, cfg.edge_types, bias=False)
+        self.pair_in = nn.Linear(2 * self.lags + 4, m, bias=False)
+        self.pair_out = nn.Linear(2 * self.lags + 4, cfg.edge_types, bias=False)
         self.edge1 = PairwiseMLP(h, m, m)
         self.node2 = _mlp([m, h, h], cfg.dropout)
         self.edge2 = PairwiseMLP(h, m, m)
@@ -286,10 +304,14 @@ class RelationEncoder(nn.Module):
         pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
         u, frames = standardise_context(context)
         corr = torch.cat(
-            [lagged_correlations(u, frames, self.lags), partial_correlations(u, frames)[..., None]],
+            [
+                lagged_correlations(u, frames, self.lags),
+                partial_correlations(u, frames)[..., None],
+                granger_coefficients(u, frames)[..., None],
+            ],
             dim=-1,
         )
-        evidence = torch.cat([corr, corr.abs()], dim=-1)  # (B, N_s, N_r, 2 * lags + 2)
+        evidence = torch.cat([corr, corr.abs()], dim=-1)  # (B, N_s, N_r, 2 * lags + 4)
         h = self.embed(x.reshape(b, n, -1))
         e = self.edge1(h, extra=self.pair_in(evidence)) * pair[..., None]  # (B, N_s, N_r, F)
         incoming = e.sum(1) / mask.sum(1).clamp(min=1)[:, None, None]  # edge → receiver node
