@@ -225,17 +225,21 @@ def test_gnn_reads_its_context_and_stays_equivariant_with_it():
     torch.testing.assert_close(out_p.pred, out.pred[:, perm])
 
 
+def _lag1_network(weights, noise, t, seed=0):
+    """(1, N, T) context of x(t) = W x(t - 1) + noise · ε(t); ``weights[r, s]`` is
+    sender s's effect on receiver r, its diagonal each node's own AR(1) coefficient."""
+    weights, noise = torch.tensor(weights), torch.tensor(noise)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(len(noise), t)
+    for k in range(1, t):
+        x[:, k] = weights @ x[:, k - 1] + noise * torch.randn(len(noise), generator=g)
+    return x[None]
+
+
 def _coupled_pair(t=600, seed=0):
     """(1, 3, T) context: node 0 drives node 1 one frame later; node 2 is independent.
     Each node is an AR(1) process, so its own past explains part of its change."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(3, t)
-    for k in range(1, t):
-        noise = torch.randn(3, generator=g)
-        x[0, k] = 0.8 * x[0, k - 1] + noise[0]
-        x[1, k] = 0.5 * x[1, k - 1] + 0.9 * x[0, k - 1] + 0.5 * noise[1]
-        x[2, k] = 0.8 * x[2, k - 1] + noise[2]
-    return x[None]
+    return _lag1_network([[0.8, 0, 0], [0.9, 0.5, 0], [0, 0, 0.8]], [1.0, 0.5, 1.0], t, seed)
 
 
 def test_context_decoder_prefers_the_true_sender_and_direction():
@@ -293,16 +297,8 @@ def test_gnn_context_loss_reaches_the_encoder_and_can_be_turned_off():
 
 
 def test_granger_coefficients_find_the_direction_given_the_other_nodes():
-    g = torch.Generator().manual_seed(0)
-    t = 3000
-    noise = torch.randn(4, t, generator=g)
-    x = torch.zeros(4, t)
-    for k in range(1, t):  # 0 drives 1 and 2 one frame later; 3 is unrelated
-        x[0, k] = 0.8 * x[0, k - 1] + noise[0, k]
-        x[1, k] = 0.5 * x[1, k - 1] + 0.6 * x[0, k - 1] + noise[1, k]
-        x[2, k] = 0.5 * x[2, k - 1] + 0.6 * x[0, k - 1] + noise[2, k]
-        x[3, k] = 0.8 * x[3, k - 1] + noise[3, k]
-    context = x[None].clone()
+    weights = [[0.8, 0, 0, 0], [0.6, 0.5, 0, 0], [0.6, 0, 0.5, 0], [0, 0, 0, 0.8]]
+    context = _lag1_network(weights, [1.0] * 4, t=3000)  # 0 drives 1 and 2; 3 is unrelated
     context[..., :200] = float("nan")  # before the segment's start
     coef = granger_coefficients(*standardise_context(context), ridge=0.01)[0]  # (N_s, N_r)
     assert coef[0, 1] > 0.3 and coef[0, 2] > 0.3  # the sender, in its direction ...
