@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from wormgnn.data import WindowLoader, fold_segments, load_dataset, split_validation, window_starts
+from wormgnn.data import (
+    WindowLoader,
+    fold_segments,
+    load_dataset,
+    name_vocabulary,
+    split_validation,
+    window_starts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +86,23 @@ def test_padded_batches_mix_node_counts(tiny_results):
     np.testing.assert_array_equal(
         np.sort(batch.start.numpy()[batch.worm.numpy() == 0]), np.arange(20)
     )
+
+
+def test_node_names_index_the_training_worms_names(tiny_results):
+    ds = load_dataset(tiny_results["traces"], tiny_results["labels"], "forecast", "all", 8, 3)
+    vocabulary = name_vocabulary(ds, {1: [(0, 30)], 2: [(0, 30)]})  # worm 0 is the test worm
+    assert vocabulary == sorted(set(ds.worms[1].names + ds.worms[2].names) - {""})
+    unseen = [n for n in ds.worms[0].names if n and n not in vocabulary]
+    assert unseen and "" in ds.worms[0].names  # the tiny worms differ in who is named
+    loader = WindowLoader(ds, {0: [(0, 12)], 1: [(0, 12)]}, 64, False, vocabulary=vocabulary)
+    batch = next(iter(loader))
+    for b in range(batch.x.shape[0]):
+        names = ds.worms[int(batch.worm[b])].names
+        expected = [vocabulary.index(n) + 1 if n in vocabulary else 0 for n in names]
+        assert batch.node_ids[b, : len(names)].tolist() == expected
+        assert (batch.node_ids[b, len(names) :] == 0).all()  # padding
+    assert batch.inputs.keys() == {"node_ids"}
+    assert next(iter(WindowLoader(ds, {0: [(0, 12)]}, 4, False))).node_ids is None
 
 
 def test_context_ends_at_the_window_and_stays_in_its_segment(forecast_ds):

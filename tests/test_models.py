@@ -25,7 +25,7 @@ def _inputs(task, n=N, seed=0):
     return x, mask, graph
 
 
-def _model(name, task, n=N, **params):
+def _model(name, task, n=N, n_names=0, **params):
     torch.manual_seed(0)
     cfg = model_config(name, params)
     return build_model(
@@ -36,6 +36,7 @@ def _model(name, task, n=N, **params):
         window=W,
         in_channels=1 if task == "forecast" else 2,
         n_classes=K,
+        n_names=n_names,
     )
 
 
@@ -84,6 +85,36 @@ def test_gnn_is_permutation_equivariant(task):
         torch.testing.assert_close(out_p.pred, out.pred[:, perm])
     else:
         torch.testing.assert_close(out_p.pred, out.pred, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "task"), [("gnn", "behaviour"), ("gnn", "forecast"), ("gnn_connectome", "behaviour")]
+)
+def test_gnn_name_embedding_travels_with_the_neurons(name, task):
+    model = _model(name, task, n_names=N + 2, identity=[task]).eval()
+    for p in model.parameters():  # move the zero-initialised heads and name embedding
+        p.data.add_(0.05 * torch.randn_like(p))
+    model.decoder.names.weight.data[0] = 0  # the padding row, which training never moves
+    x, mask, graph = _inputs(task)
+    ids = torch.arange(1, N + 1).expand(B, N)  # every node named
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(3))
+
+    def run(x, graph, ids):
+        if task == "forecast":
+            return rollout(model, x, mask, graph, 3, node_ids=ids)[0]
+        return model(x, mask, graph, node_ids=ids).pred
+
+    out = run(x, graph, ids)
+    # relabelling the neurons, names included: forecasts permute, logits stay
+    out_p = run(x[:, perm], graph[:, perm][:, :, perm], ids[:, perm])
+    torch.testing.assert_close(out_p, out[:, perm] if task == "forecast" else out)
+    # the names matter: the same activity under other names gives another output
+    assert not torch.allclose(run(x, graph, ids[:, perm]), out, atol=1e-4)
+    # name 0 (unnamed, or unseen in training) has no embedding: as if without names
+    torch.testing.assert_close(run(x, graph, torch.zeros_like(ids)), run(x, graph, None))
+    assert _model(name, task, n_names=N, identity=[]).decoder.names is None
+    with pytest.raises(ValueError, match="unknown task"):
+        _model(name, task, identity=["behavior"])
 
 
 def test_variable_node_counts_in_one_padded_batch():

@@ -95,6 +95,8 @@ def test_every_model_trains_and_evaluates(tiny_results, tmp_path, model, task):
         assert metrics["confusion_matrix"]["classes"] == ["forward", "reversal", "turn"]
     if model.startswith("gnn"):
         assert 0 <= metrics["edge_auroc"] <= 1 and metrics["edge_reference"] == "ground_truth"
+        # the name embedding is on for behaviour only (`identity` default)
+        assert (ckpt["meta"]["vocabulary"] is not None) == (task == "behaviour")
 
 
 def test_gnn_on_every_roi(tiny_results, tmp_path):
@@ -106,6 +108,19 @@ def test_gnn_on_every_roi(tiny_results, tmp_path):
     with h5py.File(tmp_path / "predictions.h5", "r") as h5:
         sizes = {h5[f"edges/{w}/prob"].shape[0] for w in (0, 1, 2)}
     assert len(sizes) > 1  # a different node count per worm
+
+
+def test_gnn_knows_only_the_training_worms_names(tiny_results, tmp_path):
+    params = {"hidden": 16, "message": 16, "node_set": "all"}
+    run = _run("gnn", "behaviour", model_params=params)
+    metrics = _train_eval(tiny_results, run, tmp_path)  # lowo fold 0: tested on worm 0
+    ckpt = load_checkpoint(tmp_path / "model.pt")
+    names = ckpt["meta"]["names"]
+    assert ckpt["meta"]["vocabulary"] == sorted(set(names["1"] + names["2"]) - {""})
+    assert set(names["0"]) - set(names["1"] + names["2"]) - {""}  # some unseen names
+    rows = ckpt["state_dict"]["decoder.names.weight"]
+    assert rows.shape[0] == len(ckpt["meta"]["vocabulary"]) + 1 and rows[0].abs().sum() == 0
+    assert metrics["test_worms"] == [0]
 
 
 def test_no_test_worm_statistic_reaches_training(tiny_results, tmp_path):

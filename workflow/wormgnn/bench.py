@@ -91,7 +91,6 @@ def measure(
     """Time ``batches`` training steps of one model (runs in a child process)."""
     import torch
 
-    from wormgnn.data import WindowLoader
     from wormgnn.models.baselines import LinearModel
     from wormgnn.models.registry import model_config
     from wormgnn.train import (
@@ -117,7 +116,7 @@ def measure(
     prep = prepare(run, root / "traces.h5", root / "labels.h5", root / "folds.json")
     generator = seed_everything(0)
     dev = torch.device(device)
-    loader = WindowLoader(prep.ds, prep.fit, batch_size, True, generator, prep.graphs, prep.context)
+    loader = prep.loader(prep.fit, batch_size, True, generator)
     record: dict[str, Any] = {
         "device": device,
         "task": task,
@@ -126,13 +125,13 @@ def measure(
         "fit_windows": loader.n_windows,
     }
     if model == "linear":
-        x, y = stack_windows(WindowLoader(prep.ds, prep.fit, 4096, False))
+        x, y = stack_windows(prep.loader(prep.fit, 4096))
         start = time.perf_counter()
         LinearModel(task, model_config("linear", params), run.horizon).fit(x, y)
         seconds = time.perf_counter() - start
         record.update(windows_per_s=len(x) / seconds, epoch_s=seconds, steps=1)
     else:
-        net = build_for(run, prep.ds).to(dev)
+        net = build_for(run, prep).to(dev)
         optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
         weights = torch.ones(len(prep.ds.classes), device=dev) if task == "behaviour" else None
         regularisers = regulariser_weights(model_config(model, params))

@@ -16,6 +16,10 @@ Node sets:
 - ``all``: every ROI of each worm (the count differs per worm); batches are padded and
   carry a node mask.
 For ``behaviour``, the label-defining neurons are removed from both sets by default.
+
+Node names: models with a name embedding (``identity``) get each node's index in a
+*vocabulary*, the sorted names of the training worms (:func:`name_vocabulary`); unnamed
+ROIs and names the training worms lacked are 0.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch_geometric.utils import to_dense_batch
 
 from wormgnn import files
 from wormgnn.connectome import Connectome
+from wormgnn.models.common import model_inputs
 
 TASKS = ("forecast", "behaviour")
 NODE_SETS = ("shared", "all")
@@ -172,6 +177,12 @@ def split_validation(train: Segments, val_fraction: float, gap: int) -> tuple[Se
     return fit, val
 
 
+def name_vocabulary(ds: Dataset, segments: Segments) -> list[str]:
+    """The sorted neuron names of the worms ``segments`` covers (the training worms):
+    a test worm's names reach a model only where a training worm had them too."""
+    return sorted({n for w in segments for n in ds.worms[w].names if n})
+
+
 def window_starts(ds: Dataset, segments: Segments) -> list[tuple[int, np.ndarray]]:
     """Start frames of every complete window inside the segments, per worm.
 
@@ -194,7 +205,8 @@ class Batch:
     """Padded windows. Shapes: ``x`` (B, N, W, C); ``mask`` (B, N); ``y`` forecast
     (B, N, H) or behaviour (B,); ``graph`` (B, N, N) fixed adjacency or None;
     ``context`` (B, N, L) the ΔF/F of the L frames ending at each window's last input
-    frame, NaN before the start of the window's segment, or None."""
+    frame, NaN before the start of the window's segment, or None; ``node_ids`` (B, N)
+    each node's index in the vocabulary (0: unnamed, unseen or padding), or None."""
 
     x: torch.Tensor
     mask: torch.Tensor
@@ -203,6 +215,7 @@ class Batch:
     worm: torch.Tensor
     start: torch.Tensor
     context: torch.Tensor | None = None
+    node_ids: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -213,7 +226,13 @@ class Batch:
             self.worm,
             self.start,
             None if self.context is None else self.context.to(device),
+            None if self.node_ids is None else self.node_ids.to(device),
         )
+
+    @property
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """The keyword inputs (context, node names) of the models that read them."""
+        return model_inputs(self.context, self.node_ids)
 
 
 class WindowLoader:
@@ -222,6 +241,7 @@ class WindowLoader:
     With ``context`` > 0 each batch also carries each window's causal context
     (:class:`Batch`): it never reaches before the start of the window's own segment, so it
     sees no frame of a validation split, a ``within`` gap or another fold's test block.
+    With a ``vocabulary`` (:func:`name_vocabulary`) each batch carries ``node_ids``.
     """
 
     def __init__(
@@ -233,6 +253,7 @@ class WindowLoader:
         generator: torch.Generator | None = None,
         graphs: dict[int, torch.Tensor] | None = None,
         context: int = 0,
+        vocabulary: list[str] | None = None,
     ):
         self.ds = ds
         self.context = max(context, ds.window) if context else 0
@@ -253,6 +274,13 @@ class WindowLoader:
                 seg_a = np.array(sorted(a for a, _ in segments[w]))
                 firsts.append(seg_a[np.searchsorted(seg_a, s, side="right") - 1])
             self.segment_of = np.concatenate(firsts)
+        self.node_ids = None
+        if vocabulary is not None:
+            index = {name: i for i, name in enumerate(vocabulary, start=1)}
+            self.node_ids = {
+                w: torch.tensor([index.get(n, 0) for n in worm.names], dtype=torch.long)
+                for w, worm in ds.worms.items()
+            }
         # (T - span + 1, N, C, span) views: a window is one index, no copy per frame
         self.views = {w: ds.worms[w].x.unfold(0, ds.span, 1) for w in ds.worms}
 
@@ -301,7 +329,12 @@ class WindowLoader:
         context = None
         if self.context:
             context, _ = to_dense_batch(torch.cat(self._contexts(idx)), batch_vec)  # (B, N, L)
-        return Batch(x, mask, y, graph, torch.from_numpy(worms), torch.from_numpy(starts), context)
+        node_ids = None
+        if self.node_ids is not None:
+            node_ids, _ = to_dense_batch(torch.cat([self.node_ids[w] for w in worms]), batch_vec)
+        return Batch(
+            x, mask, y, graph, torch.from_numpy(worms), torch.from_numpy(starts), context, node_ids
+        )
 
     def _contexts(self, idx: np.ndarray) -> list[torch.Tensor]:
         """Per window, (N, L): ΔF/F up to its last input frame, NaN-padded at the front."""

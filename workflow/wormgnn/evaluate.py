@@ -29,7 +29,7 @@ from wormgnn import files
 from wormgnn.connectome import load_connectome
 from wormgnn.data import WindowLoader
 from wormgnn.metrics import behaviour_metrics, edge_scores, forecast_metrics
-from wormgnn.models import rollout, with_context
+from wormgnn.models import rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
 from wormgnn.models.registry import model_config
 from wormgnn.train import (
@@ -77,10 +77,10 @@ def predict_neural(run: RunConfig, model: torch.nn.Module, loader: WindowLoader)
     for batch in loader:
         if run.task == "forecast":
             pred, first = rollout(
-                model, batch.x, batch.mask, batch.graph, run.horizon, batch.context
+                model, batch.x, batch.mask, batch.graph, run.horizon, **batch.inputs
             )
         else:
-            first = model(batch.x, batch.mask, batch.graph, **with_context(batch.context))
+            first = model(batch.x, batch.mask, batch.graph, **batch.inputs)
             pred = torch.softmax(first.pred, dim=1)
         parts["start"].append(batch.start.numpy())
         parts["y_true"].append(batch.y.numpy())
@@ -107,16 +107,17 @@ def run_evaluation(
     if saved != run:
         raise ValueError(f"{model_file} was trained with another configuration; retrain it")
     prep = prepare(run, traces, labels, folds)
+    prep.vocabulary = ckpt["meta"].get("vocabulary")  # the names its embedding rows are
     ds = prep.ds
     model = None
     if ckpt["state_dict"] is not None:  # a neural model
-        model = build_for(run, ds)
+        model = build_for(run, prep)
         model.load_state_dict(ckpt["state_dict"])
         model.eval()
     # one loader per worm keeps padding (node set `all`) within a worm
     per_worm = {}
     for w, segs in prep.test.items():
-        loader = WindowLoader(ds, {w: segs}, 512, False, None, prep.graphs, prep.context)
+        loader = prep.loader({w: segs}, 512)
         if loader.n_windows == 0:
             continue
         per_worm[w] = _predict(run, ckpt, model, loader)

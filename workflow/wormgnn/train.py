@@ -43,9 +43,10 @@ from wormgnn.data import (
     connectome_graphs,
     fold_segments,
     load_dataset,
+    name_vocabulary,
     split_validation,
 )
-from wormgnn.models import NEURAL_MODELS, build_model, rollout, with_context
+from wormgnn.models import NEURAL_MODELS, build_model, rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
 from wormgnn.models.registry import FORECAST_ONLY, model_config, node_set_of
 
@@ -117,6 +118,26 @@ class Prepared:
     test: Segments
     graphs: dict[int, torch.Tensor] | None
     context: int = 0  # frames of causal context the model's encoder reads (gnn)
+    vocabulary: list[str] | None = None  # the training worms' names (GNNs with identity)
+
+    def loader(
+        self,
+        segments: Segments,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> WindowLoader:
+        """Windows of ``segments`` with everything this model reads."""
+        return WindowLoader(
+            self.ds,
+            segments,
+            batch_size,
+            shuffle,
+            generator,
+            self.graphs,
+            self.context,
+            self.vocabulary,
+        )
 
 
 def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared:
@@ -142,7 +163,9 @@ def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared
         else None
     )
     context = mcfg.context_frames if run.model == "gnn" else 0
-    return Prepared(ds, fit, val, test, graphs, context)
+    named = run.model in ("gnn", "gnn_connectome") and run.task in mcfg.identity
+    vocabulary = name_vocabulary(ds, train) if named else None
+    return Prepared(ds, fit, val, test, graphs, context, vocabulary)
 
 
 def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +199,11 @@ def batch_loss(
     """Loss of one batch; returns (loss, predictions, parts for logging). ``weights``
     (from :func:`regulariser_weights`) weighs the regularisers the model returns."""
     if task == "forecast":
-        pred, first = rollout(model, batch.x, batch.mask, batch.graph, horizon, batch.context)
+        pred, first = rollout(model, batch.x, batch.mask, batch.graph, horizon, **batch.inputs)
         err = (pred - batch.y) ** 2 * batch.mask[:, :, None]
         data_loss = err.sum() / (batch.mask.sum() * horizon)
     else:
-        first = model(batch.x, batch.mask, batch.graph, **with_context(batch.context))
+        first = model(batch.x, batch.mask, batch.graph, **batch.inputs)
         pred = first.pred
         data_loss = F.cross_entropy(pred, batch.y, weight=class_weights)
     loss = data_loss
@@ -268,8 +291,10 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["loader"])
 
 
-def build_for(run: RunConfig, ds: Dataset) -> torch.nn.Module:
-    """The run's neural model, sized for the dataset's node set, channels and classes."""
+def build_for(run: RunConfig, prep: Prepared) -> torch.nn.Module:
+    """The run's neural model, sized for the dataset's node set, channels, classes and
+    names."""
+    ds = prep.ds
     return build_model(
         run.model,
         run.task,
@@ -278,6 +303,7 @@ def build_for(run: RunConfig, ds: Dataset) -> torch.nn.Module:
         window=ds.window,
         in_channels=ds.in_channels,
         n_classes=len(ds.classes),
+        n_names=len(prep.vocabulary or ()),
     )
 
 
@@ -287,12 +313,10 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     generator = seed_everything(run.seed)
     ds = prep.ds
     mcfg = model_config(run.model, run.model_params)
-    model = build_for(run, ds).to(device)
+    model = build_for(run, prep).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fit_loader = WindowLoader(
-        ds, prep.fit, cfg.batch_size, True, generator, prep.graphs, prep.context
-    )
-    val_loader = WindowLoader(ds, prep.val, cfg.batch_size, False, None, prep.graphs, prep.context)
+    fit_loader = prep.loader(prep.fit, cfg.batch_size, True, generator)
+    val_loader = prep.loader(prep.val, cfg.batch_size)
     if fit_loader.n_windows == 0 or val_loader.n_windows == 0:
         raise ValueError(
             f"fold {run.fold}: no complete training or validation windows "
@@ -411,6 +435,7 @@ def save_checkpoint(out: Path, run: RunConfig, prep: Prepared, payload: dict[str
         "channels": ds.channels,
         "classes": ds.classes,
         "names": {str(w): wd.names for w, wd in ds.worms.items()},
+        "vocabulary": prep.vocabulary,
     }
     with files.atomic_path(out) as tmp:
         torch.save({"format": 1, "run": asdict(run), "meta": meta, **payload}, tmp)
@@ -424,8 +449,8 @@ def fit_classical(run: RunConfig, prep: Prepared, out: Path, history_out: Path) 
     """``persistence`` (nothing to fit) and ``linear`` (closed form / sklearn)."""
     seed_everything(run.seed)
     payload: dict[str, Any] = {"state_dict": None, "best_epoch": 0}
-    fit_loader = WindowLoader(prep.ds, prep.fit, 4096, False)
-    val_loader = WindowLoader(prep.ds, prep.val, 4096, False)
+    fit_loader = prep.loader(prep.fit, 4096)
+    val_loader = prep.loader(prep.val, 4096)
     x_val, y_val = stack_windows(val_loader)
     if run.model == "linear":
         x_fit, y_fit = stack_windows(fit_loader)

@@ -1,6 +1,6 @@
 """Models over windows of activity. See :func:`build_model` for the names."""
 
-from wormgnn.models.common import ModelOutput, rollout, with_context
+from wormgnn.models.common import ModelOutput, model_inputs, rollout
 from wormgnn.models.registry import MODEL_CONFIGS, NEURAL_MODELS, build_model
 
 __all__ = [
@@ -8,6 +8,6 @@ __all__ = [
     "NEURAL_MODELS",
     "ModelOutput",
     "build_model",
+    "model_inputs",
     "rollout",
-    "with_context",
 ]

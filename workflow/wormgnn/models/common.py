@@ -22,10 +22,13 @@ class ModelOutput:
     context_loss: torch.Tensor | None = None
 
 
-def with_context(context: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Keyword arguments passing a batch's context to the models that read one (``gnn``);
-    without a context the other models are called as before."""
-    return {} if context is None else {"context": context}
+def model_inputs(
+    context: torch.Tensor | None = None, node_ids: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Keyword arguments passing a batch's context (``gnn``) and node names
+    (``gnn``, ``gnn_connectome`` with ``identity``) to the models that read them; the
+    loader builds neither for the other models, which are called without them."""
+    return {k: v for k, v in (("context", context), ("node_ids", node_ids)) if v is not None}
 
 
 def rollout(
@@ -34,13 +37,13 @@ def rollout(
     mask: torch.Tensor,
     graph: torch.Tensor | None,
     horizon: int,
-    context: torch.Tensor | None = None,
+    **inputs: torch.Tensor,
 ) -> tuple[torch.Tensor, ModelOutput]:
     """Forecast ``horizon`` frames by feeding each prediction back as the newest frame.
 
     Shapes: ``x`` (B, N, W, 1) → predictions (B, N, H). Also returns the first step's
     output, whose ``edge_prob``/``kl`` describe the graph inferred from the observed window
-    (and its ``context``, for models that read one).
+    (and its ``context``, for models that read one). ``inputs``: :func:`model_inputs`.
     Models that infer a graph (``reuses_edges``) infer it once, from the observed window,
     and keep it for the whole rollout, as NRI's decoder does.
     """
@@ -49,9 +52,9 @@ def rollout(
     first = None
     for _ in range(horizon):
         if first is not None and getattr(model, "reuses_edges", False):
-            out = model(window, mask, graph, edges=first.edges)
+            out = model(window, mask, graph, edges=first.edges, **inputs)
         else:
-            out = model(window, mask, graph, **with_context(context))
+            out = model(window, mask, graph, **inputs)
         if first is None:
             first = out
         nxt = window[:, :, -1, 0] + out.pred  # (B, N)

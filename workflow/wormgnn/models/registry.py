@@ -51,8 +51,10 @@ def build_model(
     window: int,
     in_channels: int,
     n_classes: int,
+    n_names: int = 0,
 ) -> nn.Module:
-    """Construct a neural model for ``task`` (forecast: one output per node)."""
+    """Construct a neural model for ``task`` (forecast: one output per node). ``n_names``:
+    the neuron names the GNNs' ``node_ids`` index (with ``identity``)."""
     if name not in NEURAL_MODELS:
         raise ValueError(f"{name} is not a neural model")
     out_dim = n_classes if task == "behaviour" else (n_nodes or 1)
@@ -64,4 +66,4 @@ def build_model(
         return WindowLSTM(n_nodes, in_channels, out_dim, cfg)
     gnn_out = n_classes if task == "behaviour" else 1
     cls = RelationalGNN if name == "gnn" else ConnectomeGNN
-    return cls(window, in_channels, gnn_out, task, cfg)
+    return cls(window, in_channels, gnn_out, task, cfg, n_names if task in cfg.identity else 0)
