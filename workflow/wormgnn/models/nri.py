@@ -34,10 +34,10 @@ states (attention or mean) and classifies. Node features come from activity, so 
 model runs on any number of neurons, and relabelling the neurons permutes the edges
 and forecasts with them and leaves the behaviour logits unchanged. For the tasks in
 ``identity``, the decoder also adds a learned embedding of each node's neuron name
-(``node_ids``,
-indices into the names of the training worms; 0 = unnamed or unseen, no embedding), so
-its read-out can tell AVB from AIB: activity alone cannot (see ``GNNConfig.identity``).
-The names travel with the neurons, so the symmetry above still holds.
+(``node_ids``: indices into the training worms' names; 0 = unnamed or unseen, no
+embedding), so that its read-out can tell AVB from AIB, which activity alone cannot
+(see ``GNNConfig.identity``). The names travel with the neurons, so the symmetry above
+still holds.
 
 The first layer of every pairwise MLP is split into a sender and a receiver part, so
 the (B, N, N, ·) tensors are formed once by broadcasting. ``RelationalConv`` computes the
