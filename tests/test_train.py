@@ -3,15 +3,17 @@
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from wormgnn import evaluate, metrics
+from wormgnn import evaluate, metrics, train
 from wormgnn.train import RunConfig, load_checkpoint, run_training
 
 FAST = {"max_epochs": 3, "batch_size": 64, "patience": 5}
@@ -226,3 +228,135 @@ def test_edge_scores_by_hand():
     assert s["edge_auroc"] == 1.0 and s["n_pairs"] == 6
     unknown = metrics.edge_scores([perfect], [truth], [np.array([True, True, False])])
     assert unknown["n_pairs"] == 2
+
+
+def _cli(tiny, run, traces, out):
+    """The `python -m wormgnn.train` command of ``run`` writing into ``out``."""
+    return [
+        sys.executable,
+        "-m",
+        "wormgnn.train",
+        "--traces",
+        str(traces),
+        "--labels",
+        str(tiny["labels"]),
+        "--folds",
+        str(tiny["folds"]),
+        "--run",
+        json.dumps(dataclasses.asdict(run)),
+        "--threads",
+        "1",
+        "--model-file",
+        str(out / "model.pt"),
+        "--history",
+        str(out / "history.csv"),
+    ]
+
+
+def _wait_for_epoch(partial, epoch, proc, traces_digest=None, timeout=120):
+    """Wait until ``proc`` has written a partial checkpoint of at least ``epoch`` (fitted
+    on traces with ``traces_digest``, when given)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if partial.exists():
+            saved = torch.load(partial, weights_only=False)
+            digest = saved["fingerprint"]["inputs"]["traces"]
+            if saved["state"]["epoch"] >= epoch and traces_digest in (None, digest):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{partial} never reached epoch {epoch}")
+
+
+def test_sigterm_stops_training_and_a_changed_input_starts_afresh(tiny_results, tmp_path):
+    """SIGTERM ends the job with a message and the last epoch's checkpoint; a restart
+    after the traces changed must not resume from weights fitted on the old traces."""
+    traces = tmp_path / "traces.h5"
+    traces.write_bytes(tiny_results["traces"].read_bytes())
+    run = _run("gnn", training={"max_epochs": 50, "patience": 50, "batch_size": 8})
+    out = tmp_path / "out"
+    out.mkdir()
+    partial = out / "model.pt.partial"
+    cmd = _cli(tiny_results, run, traces, out)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    _wait_for_epoch(partial, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM received: stopping at the next batch" in stderr
+    assert "error: stopped by SIGTERM; rerun to resume" in stderr.splitlines()[-1]
+    saved = torch.load(partial, weights_only=False)
+    assert saved["state"]["epoch"] >= 2 and not (out / "model.pt").exists()
+    assert saved["fingerprint"]["inputs"]["traces"] == train.file_digest(traces)
+
+    with h5py.File(traces, "r+") as h5:  # as if preprocessing had been rerun differently
+        h5["worms/1/traces"][...] = h5["worms/1/traces"][()] * 1.01
+    restarted = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    _wait_for_epoch(partial, 1, restarted, train.file_digest(traces))
+    restarted.send_signal(signal.SIGTERM)
+    _, stderr = restarted.communicate(timeout=60)
+    assert "its input files have changed since (traces); starting afresh" in stderr
+    assert "resuming from the checkpoint" not in stderr and "epoch   1 " in stderr
+
+
+def test_sigterm_stops_at_the_next_batch_and_resumes_to_the_same_model(
+    tiny_results, tmp_path, monkeypatch
+):
+    run = _run("gnn", training={"max_epochs": 3, "patience": 50, "batch_size": 16})
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    args = (tiny_results["traces"], tiny_results["labels"], tiny_results["folds"])
+    run_training(run, *args, straight / "model.pt", straight / "history.csv")
+
+    calls = {"epoch": 0, "batch": 0, "after_signal": 0, "signalled": False}
+    real_loss = train.batch_loss
+    real_epoch = train.train_epoch
+
+    def counting_epoch(*a, **kw):
+        calls["epoch"] += 1
+        calls["batch"] = 0
+        return real_epoch(*a, **kw)
+
+    def loss_then_signal(model, *a, **kw):
+        if model.training:
+            calls["batch"] += 1
+            if calls["signalled"]:
+                calls["after_signal"] += 1
+            if calls["epoch"] == 2 and calls["batch"] == 3:
+                calls["signalled"] = True
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(model, *a, **kw)
+
+    monkeypatch.setattr(train, "batch_loss", loss_then_signal)
+    monkeypatch.setattr(train, "train_epoch", counting_epoch)
+    out = tmp_path / "stopped"
+    out.mkdir()
+    with pytest.raises(train.Stopped, match="SIGTERM"):
+        run_training(run, *args, out / "model.pt", out / "history.csv")
+    assert calls["after_signal"] == 0  # the batch under way finished; no other started
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is undone
+    assert torch.load(out / "model.pt.partial", weights_only=False)["state"]["epoch"] == 1
+    monkeypatch.undo()
+    run_training(run, *args, out / "model.pt", out / "history.csv")
+    a, b = load_checkpoint(out / "model.pt"), load_checkpoint(straight / "model.pt")
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key])
+    assert a["meta"]["inputs_sha256"]["traces"] == train.file_digest(tiny_results["traces"])
+
+
+def test_the_code_fingerprint_covers_every_module_training_imports():
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, wormgnn.train; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+            "if n.startswith('wormgnn.')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    package = Path(train.__file__).resolve().parent
+    covered = [package / entry for entry in train.TRAINING_CODE]
+    for module in map(Path, listing):
+        assert any(module == c or c in module.parents for c in covered), module

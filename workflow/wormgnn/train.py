@@ -14,14 +14,25 @@ Validation is carved from the training segments only (:mod:`wormgnn.data`).
 After every epoch the full state (model, optimiser, early-stopping counters, history and
 every random generator) goes to ``model.pt.partial``; a job killed mid-training and
 started again resumes from there and ends with the same numbers as an uninterrupted run.
+The partial checkpoint also holds a fingerprint of what the model saw: the run config,
+the content of the input files (traces, labels, folds) and the training code
+(:data:`TRAINING_CODE`). A restart resumes only when all three match, else it starts
+afresh and says which differs.
+
+SIGTERM (``kill``, ``scancel``, Slurm's time limit) and SIGINT (Ctrl-C) stop the loop at
+the next batch. The partial checkpoint of the last complete epoch stays on disk, so a
+rerun resumes there with the same numbers; the part of an epoch that was under way is
+redone.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import logging
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -88,6 +99,97 @@ class RunConfig:
         return files.settings(TrainConfig, self.training, "training")
 
 
+#: The package's sources that decide what training computes, relative to the package
+#: (a folder covers its ``.py`` files). A partial checkpoint resumes only under the same
+#: code; tests check that this covers every ``wormgnn`` module ``train`` imports.
+TRAINING_CODE = ("train.py", "data.py", "connectome.py", "names.py", "files.py", "models")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """sha256 over the sources in :data:`TRAINING_CODE` (their paths and contents)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for entry in TRAINING_CODE:
+        root = package / entry
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(run: RunConfig, inputs: dict[str, Path]) -> dict[str, Any]:
+    """What a checkpoint was fitted on: the run config, the inputs' content, the code."""
+    return {
+        "run": asdict(run),
+        "inputs": {name: file_digest(path) for name, path in inputs.items()},
+        "code": code_digest(),
+    }
+
+
+def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why a partial checkpoint may not be resumed (``None`` when it may)."""
+    if "fingerprint" not in saved:
+        return "it has no fingerprint of its inputs (written by an older wormgnn)"
+    old = saved["fingerprint"]
+    if old["run"] != current["run"]:
+        changed = sorted(k for k in current["run"] if old["run"].get(k) != current["run"][k])
+        return f"it was written with another configuration (changed: {', '.join(changed)})"
+    changed = sorted(k for k in current["inputs"] if old["inputs"].get(k) != current["inputs"][k])
+    if changed:
+        return f"its input files have changed since ({', '.join(changed)})"
+    if old["code"] != current["code"]:
+        return "the training code has changed since"
+    return None
+
+
+class Stopped(Exception):
+    """Training was asked to stop by a signal; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class StopOnSignal:
+    """While active, SIGTERM and SIGINT set :attr:`signum` instead of ending the process;
+    the training loop checks it before each batch (:meth:`check`)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        log.warning("%s received: stopping at the next batch", signal.Signals(signum).name)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+    def __enter__(self) -> StopOnSignal:
+        try:
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: signals cannot be caught here
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a generator for data shuffling."""
     random.seed(seed)
@@ -119,6 +221,7 @@ class Prepared:
     graphs: dict[int, torch.Tensor] | None
     context: int = 0  # frames of causal context the model's encoder reads (gnn)
     vocabulary: list[str] | None = None  # the training worms' names (GNNs with identity)
+    inputs: dict[str, Path] = field(default_factory=dict)  # the files it was read from
 
     def loader(
         self,
@@ -165,7 +268,8 @@ def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared
     context = mcfg.context_frames if run.model == "gnn" else 0
     named = run.model in ("gnn", "gnn_connectome") and run.task in mcfg.identity
     vocabulary = name_vocabulary(ds, train) if named else None
-    return Prepared(ds, fit, val, test, graphs, context, vocabulary)
+    inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
+    return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs)
 
 
 def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
@@ -217,13 +321,23 @@ def batch_loss(
 
 
 def train_epoch(
-    model, loader, optimiser, run: RunConfig, cfg: TrainConfig, device, weights, class_weights
+    model,
+    loader,
+    optimiser,
+    run: RunConfig,
+    cfg: TrainConfig,
+    device,
+    weights,
+    class_weights,
+    stop: StopOnSignal | None = None,
 ) -> dict[str, float]:
     model.train()
     totals: dict[str, float] = {}
     n = 0
     bar = tqdm(loader, desc="train", leave=False, file=sys.stderr, disable=None)
     for batch in bar:
+        if stop is not None:
+            stop.check()
         batch = batch.to(device)
         loss, _, parts = batch_loss(model, batch, run.task, run.horizon, weights, class_weights)
         optimiser.zero_grad(set_to_none=True)
@@ -339,6 +453,7 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     )
 
     partial = out.with_name(out.name + ".partial")
+    fingerprint_now = fingerprint(run, prep.inputs)
     state = {
         "epoch": 0,
         "best_score": -np.inf,
@@ -349,63 +464,68 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     }
     if partial.exists():
         saved = torch.load(partial, map_location=device, weights_only=False)
-        if saved["run"] == asdict(run):
+        why = fingerprint_mismatch(saved, fingerprint_now)
+        if why is None:
             model.load_state_dict(saved["model"])
             optimiser.load_state_dict(saved["optimiser"])
             _set_rng_state(saved["rng"], generator)
             state = saved["state"]
             log.info("resuming from the checkpoint of epoch %d (%s)", state["epoch"], partial)
         else:
-            log.warning("%s was written with another configuration; starting afresh", partial)
+            log.warning("not resuming from %s: %s; starting afresh", partial, why)
 
-    while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
-        epoch = state["epoch"] + 1
-        start = time.perf_counter()
-        train_stats = train_epoch(
-            model, fit_loader, optimiser, run, cfg, device, weights, class_weights
-        )
-        train_seconds = time.perf_counter() - start
-        val_stats = evaluate(model, val_loader, run, device, weights, class_weights)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_stats["loss"],
-            "train_kl": train_stats.get("kl", 0.0),
-            "train_context": train_stats.get("context_loss", 0.0),
-            **val_stats,
-            "seconds": time.perf_counter() - start,
-            "train_windows_per_s": fit_loader.n_windows / train_seconds,
-        }
-        state["history"].append(row)
-        if val_stats["val_score"] > state["best_score"]:
-            state.update(
-                best_score=val_stats["val_score"],
-                best_epoch=epoch,
-                bad_epochs=0,
-                best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    with StopOnSignal() as stop:
+        try:
+            while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
+                epoch = state["epoch"] + 1
+                start = time.perf_counter()
+                train_stats = train_epoch(
+                    model, fit_loader, optimiser, run, cfg, device, weights, class_weights, stop
+                )
+                stop.check()
+                train_seconds = time.perf_counter() - start
+                val_stats = evaluate(model, val_loader, run, device, weights, class_weights)
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_stats["loss"],
+                    "train_kl": train_stats.get("kl", 0.0),
+                    "train_context": train_stats.get("context_loss", 0.0),
+                    **val_stats,
+                    "seconds": time.perf_counter() - start,
+                    "train_windows_per_s": fit_loader.n_windows / train_seconds,
+                }
+                state["history"].append(row)
+                if val_stats["val_score"] > state["best_score"]:
+                    state.update(
+                        best_score=val_stats["val_score"],
+                        best_epoch=epoch,
+                        bad_epochs=0,
+                        best_state={
+                            k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                        },
+                    )
+                else:
+                    state["bad_epochs"] += 1
+                state["epoch"] = epoch
+                log.info(
+                    "epoch %3d  train %.4f  val %.4f  val_score %.4f  %.1fs%s",
+                    epoch,
+                    row["train_loss"],
+                    row["val_loss"],
+                    row["val_score"],
+                    row["seconds"],
+                    "  *" if state["best_epoch"] == epoch else "",
+                )
+                save_partial(partial, fingerprint_now, model, optimiser, generator, state)
+        except Stopped:
+            log.warning(
+                "stopped during epoch %d; %s; rerun to resume",
+                state["epoch"] + 1,
+                f"{partial} holds epoch {state['epoch']}"
+                if state["epoch"] > 0
+                else "no epoch was complete, so a rerun starts afresh",
             )
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        log.info(
-            "epoch %3d  train %.4f  val %.4f  val_score %.4f  %.1fs%s",
-            epoch,
-            row["train_loss"],
-            row["val_loss"],
-            row["val_score"],
-            row["seconds"],
-            "  *" if state["best_epoch"] == epoch else "",
-        )
-        with files.atomic_path(partial) as tmp:
-            torch.save(
-                {
-                    "run": asdict(run),
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "rng": _rng_state(generator),
-                    "state": state,
-                },
-                tmp,
-            )
+            raise
     log.info("best epoch %d (val_score %.4f)", state["best_epoch"], state["best_score"])
     checkpoint = {
         "state_dict": state["best_state"],
@@ -413,9 +533,24 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
         "best_val_score": state["best_score"],
     }
     write_history(history_out, state["history"])
-    save_checkpoint(out, run, prep, checkpoint)
+    save_checkpoint(out, run, prep, checkpoint, fingerprint_now)
     partial.unlink(missing_ok=True)
     return checkpoint
+
+
+def save_partial(partial: Path, fingerprint_now, model, optimiser, generator, state) -> None:
+    """Everything a restarted job needs to continue exactly where this epoch ended."""
+    with files.atomic_path(partial) as tmp:
+        torch.save(
+            {
+                "fingerprint": fingerprint_now,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "rng": _rng_state(generator),
+                "state": state,
+            },
+            tmp,
+        )
 
 
 # --------------------------------------------------------------------------- outputs
@@ -427,9 +562,18 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def save_checkpoint(out: Path, run: RunConfig, prep: Prepared, payload: dict[str, Any]) -> None:
+def save_checkpoint(
+    out: Path,
+    run: RunConfig,
+    prep: Prepared,
+    payload: dict[str, Any],
+    fingerprint_now: dict[str, Any] | None = None,
+) -> None:
     ds = prep.ds
+    fingerprint_now = fingerprint_now or fingerprint(run, prep.inputs)
     meta = {
+        "inputs_sha256": fingerprint_now["inputs"],
+        "code_sha256": fingerprint_now["code"],
         "node_set": ds.node_set,
         "n_nodes": ds.n_nodes,
         "channels": ds.channels,
@@ -516,6 +660,9 @@ def main(argv: list[str] | None = None) -> None:
         run_training(run, args.traces, args.labels, args.folds, args.model_file, args.history)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err
+    except Stopped as stopped:
+        print(f"error: {stopped}; rerun to resume from the last complete epoch", file=sys.stderr)
+        raise SystemExit(128 + stopped.signum) from None
 
 
 if __name__ == "__main__":
