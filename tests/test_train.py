@@ -272,7 +272,7 @@ def test_sigterm_stops_training_and_a_changed_input_starts_afresh(tiny_results, 
     after the traces changed must not resume from weights fitted on the old traces."""
     traces = tmp_path / "traces.h5"
     traces.write_bytes(tiny_results["traces"].read_bytes())
-    run = _run("gnn", training={"max_epochs": 50, "patience": 50, "batch_size": 8})
+    run = _run("gnn", training={"max_epochs": 50, "patience": 50, "batch_size": 32})
     out = tmp_path / "out"
     out.mkdir()
     partial = out / "model.pt.partial"
@@ -301,7 +301,7 @@ def test_sigterm_stops_training_and_a_changed_input_starts_afresh(tiny_results, 
 def test_sigterm_stops_at_the_next_batch_and_resumes_to_the_same_model(
     tiny_results, tmp_path, monkeypatch
 ):
-    run = _run("gnn", training={"max_epochs": 3, "patience": 50, "batch_size": 16})
+    run = _run("gnn", training={"max_epochs": 3, "patience": 50})
     straight = tmp_path / "straight"
     straight.mkdir()
     args = (tiny_results["traces"], tiny_results["labels"], tiny_results["folds"])
