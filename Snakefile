@@ -17,12 +17,15 @@ validate(config, "workflow/schemas/config.schema.yaml")
 report: "workflow/report/workflow.rst"
 
 
-# Rules run `python -m wormgnn.<stage>`; this makes the package importable in every job,
-# inside conda environments and on cluster nodes too, without `pip install`.
+# Rules run `log_to {log} python -m wormgnn.<stage>`. The prefix makes the package
+# importable in every job, inside conda environments and on cluster nodes too, without
+# `pip install`, and defines log_to: stderr to the rule's log, and a failure's error
+# line to the console as well (workflow/scripts/log_to.sh).
 shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={shlex.quote(os.path.join(workflow.basedir, 'workflow'))}"
     "${{PYTHONPATH:+:$PYTHONPATH}}; "  # braces doubled: shell strings are formatted
+    f"source {shlex.quote(os.path.join(workflow.basedir, 'workflow', 'scripts', 'log_to.sh'))}; "
 )
 
 

@@ -82,10 +82,24 @@ def test_new_schema_written_like_osf(tmp_path):
 
 
 # ------------------------------------------------------------------ bad inputs
-def test_not_hdf5(tmp_path):
-    path = tmp_path / "old_v5.mat"
-    path.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)
-    with pytest.raises(KatoFormatError, match=r"old_v5\.mat: not a MATLAB v7\.3 \(HDF5\) file"):
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"MATLAB 5.0 MAT-file, Platform: GLNXA64" + b"\0" * 200, r"MATLAB v5 .*'-v7\.3'"),
+        (b"MATLAB 7.3 MAT-file" + b" " * 120, r"cut off or damaged.*download or copy it again"),
+        (b"<!DOCTYPE html><html><body>Not found</body></html>", r"HTML page.*download it"),
+        (b"time,AVAL,AVAR\n0.0,1.2,0.8\n", r"text file beginning 'time,AVAL,AVAR"),
+        (b"\x1f\x8b\x08\x00" + b"\0" * 50, r"gzip-compressed.*Extract"),
+        (b"", r"empty \(0 bytes\)"),
+        (b"\x00\x01\x02\xff" * 20, r"binary file of another kind.*Check that the path"),
+    ],
+)
+def test_not_hdf5_says_what_the_file_is(tmp_path, content, says):
+    path = tmp_path / "in.mat"
+    path.write_bytes(content)
+    with pytest.raises(KatoFormatError, match=r"in\.mat: not a MATLAB v7\.3 \(HDF5\) file: "):
+        load_recordings(path)
+    with pytest.raises(KatoFormatError, match=says):
         load_recordings(path)
 
 

@@ -1,6 +1,8 @@
 """The pipeline as users run it: real `snakemake` invocations in a scratch directory."""
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -105,9 +107,19 @@ def test_bad_local_file_fails_cleanly_and_leaves_no_output(tmp_path):
     bogus.write_text("this is not a MATLAB file")
     config = tiny_config({"bad": {"source": "local", "path": str(bogus)}})
     result = run_snakemake(
-        tmp_path, configfile=write_config(tmp_path / "c.yaml", config), check=False
+        tmp_path,
+        "--profile",
+        str(REPO / "profiles" / "default"),
+        configfile=write_config(tmp_path / "c.yaml", config),
+        check=False,
     )
     assert result.returncode != 0
+    # the console says what went wrong, not only the log: the module's error line, then
+    # (show-failed-logs in the profile) the whole log
+    error = f"error: {bogus}: not a MATLAB v7.3 (HDF5) file: it is a text file"
+    assert error in result.stdout
+    assert "full log: logs/bad/preprocessed.log" in result.stdout
+    assert result.stdout.count(error) == 2, result.stdout
     assert not (tmp_path / "results" / "bad" / "preprocessed").exists() or not any(
         (tmp_path / "results" / "bad" / "preprocessed").iterdir()
     )
@@ -215,3 +227,35 @@ def test_tiny_pipeline_to_figures_and_report(tmp_path):
     summary = run_snakemake(tmp_path, "--summary", configfile=cfg).stdout
     assert "results/tiny/forecast/lowo/summary.csv" in summary
     assert "Nothing to be done" in run_snakemake(tmp_path, "-n", configfile=cfg).stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "status", "console"),
+    [
+        ("import sys; print('progress', file=sys.stderr)", 0, ""),
+        (
+            "import sys; print('step 1', file=sys.stderr); sys.exit('error: bad field x')",
+            1,
+            "error: bad field x\n  (exit status 1; full log: ",
+        ),
+        ("raise KeyError('lost')", 1, "KeyError: 'lost'\n  (exit status 1; full log: "),
+    ],
+)
+def test_log_to_keeps_stderr_in_the_log_and_shows_a_failure(tmp_path, script, status, console):
+    log = tmp_path / "job.log"
+    helper = REPO / "workflow" / "scripts" / "log_to.sh"
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'set -euo pipefail; source "{helper}"; log_to "$0" "$2" -c "$1"',
+            log,
+            script,
+            sys.executable,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == status
+    assert result.stderr.startswith(console) if console else result.stderr == ""
+    assert log.read_text().strip()  # everything the command said is in the log

@@ -16,8 +16,8 @@ rule download:
         api=lambda wc: dataset_config(wc)["osf_api"],
         sha256=lambda wc: dataset_config(wc).get("sha256") or "",
     shell:
-        "python -m wormgnn.download --node {params.node} --file {params.file:q}"
-        " --api {params.api:q} --sha256 '{params.sha256}' --out {output.mat} 2> {log}"
+        "log_to {log} python -m wormgnn.download --node {params.node} --file {params.file:q}"
+        " --api {params.api:q} --sha256 '{params.sha256}' --out {output.mat}"
 
 
 rule simulate:
@@ -33,8 +33,8 @@ rule simulate:
     params:
         cfg=lambda wc: as_json(dataset_config(wc).get("synthetic", {})),
     shell:
-        "python -m wormgnn.simulate --dataset {wildcards.dataset} --config {params.cfg:q}"
-        " --mat {output.mat} --truth {output.truth} 2> {log}"
+        "log_to {log} python -m wormgnn.simulate --dataset {wildcards.dataset} --config {params.cfg:q}"
+        " --mat {output.mat} --truth {output.truth}"
 
 
 rule preprocess:
@@ -51,9 +51,9 @@ rule preprocess:
         cfg=as_json(config["preprocess"]),
         root=get_root_arg,
     shell:
-        "python -m wormgnn.preprocess --raw {input.mat:q} --dataset {wildcards.dataset}"
+        "log_to {log} python -m wormgnn.preprocess --raw {input.mat:q} --dataset {wildcards.dataset}"
         " {params.root} --config {params.cfg:q} --traces {output.traces}"
-        " --summary {output.summary} 2> {log}"
+        " --summary {output.summary}"
 
 
 rule align_labels:
@@ -71,9 +71,9 @@ rule align_labels:
         cfg=as_json(config["labels"]),
         root=get_root_arg,
     shell:
-        "python -m wormgnn.align_labels --raw {input.mat:q} --traces {input.traces}"
+        "log_to {log} python -m wormgnn.align_labels --raw {input.mat:q} --traces {input.traces}"
         " {params.root} --config {params.cfg:q} --labels {output.labels}"
-        " --summary {output.summary} 2> {log}"
+        " --summary {output.summary}"
 
 
 checkpoint make_folds:
@@ -89,5 +89,5 @@ checkpoint make_folds:
         n_folds=config["folds"]["within"]["n_folds"],
         gap_s=config["folds"]["within"]["gap_s"],
     shell:
-        "python -m wormgnn.make_folds --traces {input.traces} --within-folds {params.n_folds}"
-        " --gap-s {params.gap_s} --out {output.folds} 2> {log}"
+        "log_to {log} python -m wormgnn.make_folds --traces {input.traces} --within-folds {params.n_folds}"
+        " --gap-s {params.gap_s} --out {output.folds}"

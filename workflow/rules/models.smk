@@ -26,9 +26,9 @@ rule train:
     params:
         run=get_run_config,
     shell:
-        "python -m wormgnn.train --traces {input.traces} --labels {input.labels}"
+        "log_to {log} python -m wormgnn.train --traces {input.traces} --labels {input.labels}"
         " --folds {input.folds} --run {params.run:q} --threads {threads}"
-        " --model-file {output.model} --history {output.history} 2> {log}"
+        " --model-file {output.model} --history {output.history}"
 
 
 rule evaluate:
@@ -55,7 +55,7 @@ rule evaluate:
         run=get_run_config,
         truth=get_truth_arg,
     shell:
-        "python -m wormgnn.evaluate --traces {input.traces} --labels {input.labels}"
+        "log_to {log} python -m wormgnn.evaluate --traces {input.traces} --labels {input.labels}"
         " --folds {input.folds} --run {params.run:q} --threads {threads}"
         " --model-file {input.model} {params.truth} --metrics {output.metrics}"
-        " --predictions {output.predictions} 2> {log}"
+        " --predictions {output.predictions}"

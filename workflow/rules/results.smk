@@ -33,8 +33,8 @@ rule aggregate:
     params:
         cfg=as_json(config.get("aggregate", {})),
     shell:
-        "python -m wormgnn.aggregate --metrics {input.metrics} --config {params.cfg:q}"
-        " --summary {output.summary} --stats {output.stats} 2> {log}"
+        "log_to {log} python -m wormgnn.aggregate --metrics {input.metrics} --config {params.cfg:q}"
+        " --summary {output.summary} --stats {output.stats}"
 
 
 rule resolved_config:
@@ -52,7 +52,7 @@ rule resolved_config:
     params:
         cfg=as_json(config),
     shell:
-        "python -m wormgnn.audit config --config {params.cfg:q} --out {output} 2> {log}"
+        "log_to {log} python -m wormgnn.audit config --config {params.cfg:q} --out {output}"
 
 
 rule rulegraph:
@@ -70,8 +70,8 @@ rule rulegraph:
     params:
         snakefile=workflow.main_snakefile,
     shell:
-        "python -m wormgnn.audit rulegraph --snakefile {params.snakefile:q}"
-        " --configfile {input.config} --out {output} 2> {log}"
+        "log_to {log} python -m wormgnn.audit rulegraph --snakefile {params.snakefile:q}"
+        " --configfile {input.config} --out {output}"
 
 
 rule figure_rulegraph:
@@ -89,7 +89,7 @@ rule figure_rulegraph:
     conda:
         "../../envs/figures.yaml"
     shell:
-        "python -m wormgnn.figures rulegraph --dot {input.dot} --out {output} 2> {log}"
+        "log_to {log} python -m wormgnn.figures rulegraph --dot {input.dot} --out {output}"
 
 
 rule figure_forecast_traces:
@@ -109,8 +109,8 @@ rule figure_forecast_traces:
     conda:
         "../../envs/figures.yaml"
     shell:
-        "python -m wormgnn.figures forecast-traces --predictions {input.predictions}"
-        " --out {output.png} 2> {log}"
+        "log_to {log} python -m wormgnn.figures forecast-traces --predictions {input.predictions}"
+        " --out {output.png}"
 
 
 rule figure_forecast_score:
@@ -136,8 +136,8 @@ rule figure_forecast_score:
             else ""
         ),
     shell:
-        "python -m wormgnn.figures forecast-score --summary {input.summaries}"
-        " {params.frame_s} --out {output.png} 2> {log}"
+        "log_to {log} python -m wormgnn.figures forecast-score --summary {input.summaries}"
+        " {params.frame_s} --out {output.png}"
 
 
 rule figure_ethogram:
@@ -157,8 +157,8 @@ rule figure_ethogram:
     conda:
         "../../envs/figures.yaml"
     shell:
-        "python -m wormgnn.figures ethogram --predictions {input.predictions}"
-        " --out {output.png} 2> {log}"
+        "log_to {log} python -m wormgnn.figures ethogram --predictions {input.predictions}"
+        " --out {output.png}"
 
 
 rule figure_confusion:
@@ -178,8 +178,8 @@ rule figure_confusion:
     conda:
         "../../envs/figures.yaml"
     shell:
-        "python -m wormgnn.figures confusion --metrics {input.metrics}"
-        " --out {output.png} 2> {log}"
+        "log_to {log} python -m wormgnn.figures confusion --metrics {input.metrics}"
+        " --out {output.png}"
 
 
 rule figure_comparison:
@@ -199,8 +199,8 @@ rule figure_comparison:
     conda:
         "../../envs/figures.yaml"
     shell:
-        "python -m wormgnn.figures comparison --summary {input.summaries}"
-        " --out {output.png} 2> {log}"
+        "log_to {log} python -m wormgnn.figures comparison --summary {input.summaries}"
+        " --out {output.png}"
 
 
 rule figure_graph:
@@ -224,5 +224,5 @@ rule figure_graph:
         truth=get_truth_arg,
         connectome=config["experiment"]["connectome"],
     shell:
-        "python -m wormgnn.figures graph --predictions {input.predictions} {params.truth}"
-        " --connectome {params.connectome} --out {output.png} 2> {log}"
+        "log_to {log} python -m wormgnn.figures graph --predictions {input.predictions} {params.truth}"
+        " --connectome {params.connectome} --out {output.png}"

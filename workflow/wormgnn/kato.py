@@ -78,10 +78,8 @@ def load_recordings(path: str | Path, root: str | None = None) -> list[Recording
     if not path.is_file():
         raise KatoFormatError(f"{path}: no such file")
     if not matfile.is_hdf5(path):
-        raise KatoFormatError(
-            f"{path}: not a MATLAB v7.3 (HDF5) file. The Kato 2015 OSF files are v7.3; "
-            "a truncated or partial download also looks like this, so download it again."
-        )
+        what, advice = matfile.identify_non_hdf5(path)
+        raise KatoFormatError(f"{path}: not a MATLAB v7.3 (HDF5) file: {what}. {advice}")
     try:
         with h5py.File(path, "r") as handle:
             return _Reader(path, handle, root).read()

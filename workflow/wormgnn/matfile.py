@@ -88,6 +88,47 @@ def is_hdf5(path: str | Path) -> bool:
     return h5py.is_hdf5(str(path))
 
 
+def identify_non_hdf5(path: str | Path) -> tuple[str, str]:
+    """(what a file that is not HDF5 looks like, what to do about it), from its first
+    bytes: a MATLAB v5 file, a cut-off v7.3 file, an archive, text or an HTML page."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "it is empty (0 bytes)", "Copy or download it again."
+    if head.startswith(b"MATLAB 5.0 MAT-file"):
+        return (
+            "it is a MATLAB v5 MAT-file (saved without -v7.3)",
+            "Re-save it as v7.3: in MATLAB, load it and save(file, ..., '-v7.3'). "
+            "The Kato 2015 OSF files are v7.3.",
+        )
+    if head.startswith(b"MATLAB 7.3 MAT-file"):
+        return (
+            "it has a MATLAB v7.3 header but its HDF5 data is cut off or damaged",
+            "A partial download or copy looks like this: download or copy it again.",
+        )
+    archives = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive"}
+    for magic, kind in archives.items():
+        if head.startswith(magic):
+            return f"it is {kind}", "Extract the .mat file from it and point to that."
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return (
+            f"it is a binary file of another kind (first bytes {head[:8].hex(' ')})",
+            "Check that the path names the .mat file you meant.",
+        )
+    start = " ".join(text.split())[:60]
+    if "<html" in text.lower() or "<!doctype" in text.lower():
+        return (
+            f"it is an HTML page ({start!r}...)",
+            "A failed or redirected download saves such a page: download it again.",
+        )
+    return (
+        f"it is a text file beginning {start!r}",
+        "Check that the path names the .mat file you meant.",
+    )
+
+
 # --------------------------------------------------------------------------- writing
 class _Writer:
     def __init__(self, handle: h5py.File) -> None:
