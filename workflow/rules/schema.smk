@@ -1,0 +1,48 @@
+# Config validation against workflow/schemas/config.schema.yaml, with errors a user can
+# act on: the key and where it is, the allowed keys, the schema's path. (Snakemake's own
+# message ends in a dump of the whole schema.)
+import difflib
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+
+
+def validate_config(config, schema_path):
+    """Fill in the schema's defaults (Snakemake's validate); on an invalid config, stop
+    with one line per error, the most relevant first."""
+    try:
+        validate(config, schema_path)
+    except WorkflowError:
+        with open(os.path.join(workflow.basedir, schema_path)) as handle:
+            schema = yaml.safe_load(handle)
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(
+            validator.iter_errors(config), key=jsonschema.exceptions.relevance
+        )
+        if not errors:
+            raise
+        lines = dict.fromkeys(describe_config_error(e) for e in errors)
+        lines[f"(every key is described in the schema, {schema_path})"] = None
+        raise WorkflowError("\n".join(lines)) from None
+
+
+def describe_config_error(error):
+    """One line for a jsonschema error: an unknown key with the allowed ones and the
+    nearest spelling, or the offending value with what was expected."""
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and "properties" in error.schema:
+        allowed = list(error.schema["properties"])
+        unknown = [k for k in error.instance if k not in allowed]
+        named = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            named.append(
+                f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+            )
+        place = f"under '{where}'" if where else "at the top level"
+        return (
+            f"config: unknown key {', '.join(named)} {place}; "
+            f"the keys allowed there are {', '.join(allowed)}"
+        )
+    return f"config: {where or 'top level'}: {error.message}"
