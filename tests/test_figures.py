@@ -142,14 +142,28 @@ def test_comparison_plots_means_for_each_protocol(folds, tmp_path):
     ]
     rows = aggregate.read_summary(summaries["behaviour", "lowo"])
     linear = next(r for r in rows if r["model"] == "linear")
-    assert drawn["behaviour macro-F1"]["linear/lowo"] == pytest.approx(linear["macro_f1_mean"])
+    means = drawn["behaviour macro-F1"]["means"]
+    assert means["linear/lowo"] == pytest.approx(linear["macro_f1_mean"])
     check_written(out, (3.6 * 3 + 0.6, 3.6))
+
+
+def test_comparison_keeps_a_bounded_metric_in_its_bounds(folds, tmp_path):
+    """Macro-F1 near 0 with wide intervals: the axis still starts at 0, not below."""
+    rows = aggregate.read_summary(folds / "behaviour/lowo/summary.csv")
+    for row, mean in zip(rows, (0.05, 0.12), strict=True):
+        row.update(macro_f1_mean=mean, macro_f1_ci_low=mean - 0.4, macro_f1_ci_high=mean + 0.4)
+    low = tmp_path / "results/tiny/behaviour/lowo/summary.csv"
+    low.parent.mkdir(parents=True)
+    aggregate.write_summary(low, rows)
+    drawn = figures.comparison({("behaviour", "lowo"): low}, tmp_path / "c.png")
+    assert drawn["behaviour macro-F1"]["ylim"][0] == 0.0
+    assert drawn["behaviour macro-F1"]["ylim"][1] <= 1.0
 
 
 def test_graph_shows_the_ground_truth_and_its_auroc(folds, tiny_results, tmp_path):
     out = tmp_path / "graph.png"
-    drawn = figures.graph(preds(folds, "forecast", ["gnn"]) + preds(folds, "forecast", ["gnn"], 1),
-                          out, truth=tiny_results["truth"])  # fmt: skip
+    paths = preds(folds, "forecast", ["gnn"]) + preds(folds, "forecast", ["gnn"], 1)
+    drawn = figures.graph(paths, out, truth=tiny_results["truth"])
     with h5py.File(tiny_results["truth"], "r") as h5:
         neurons = [n.decode() for n in h5["neurons"][()]]
         adjacency = h5["adjacency"][()]
@@ -158,6 +172,9 @@ def test_graph_shows_the_ground_truth_and_its_auroc(folds, tiny_results, tmp_pat
     order = [figures.NEURON_TYPES.index(t) for t in drawn["types"]]
     assert order == sorted(order)  # grouped by neuron type
     assert 0.0 <= drawn["edge_auroc"] <= 1.0
+    runs = [json.loads(p.with_name("metrics.json").read_text())["edge_auroc"] for p in paths]
+    assert drawn["edge_auroc_runs_mean"] == pytest.approx(np.mean(runs))  # as summary.csv
+    assert (drawn["task"], drawn["protocol"]) == ("forecast", "lowo")
     assert np.isnan(np.diag(drawn["prob"])).all()  # no self-edges
     check_written(out, (11.0, 5.6))
 
@@ -167,24 +184,60 @@ def test_graph_needs_edges(folds, tmp_path):
         figures.graph(preds(folds, "forecast", ["linear"]), tmp_path / "g.png")
 
 
-DOT = """digraph snakemake_dag {
-    0[label = "all", color = "0.1 0.6 0.85", style="rounded"];
-    1[label = "simulate", color = "0.2 0.6 0.85", style="rounded"];
-    2[label = "preprocess", color = "0.3 0.6 0.85", style="rounded"];
-    3[label = "make_folds", color = "0.4 0.6 0.85", style="rounded"];
-    1 -> 2
-    2 -> 3
-    1 -> 0
-    3 -> 0
-}"""
+#: The rule graph of a finished tiny run (`snakemake --rulegraph`), as (rule, its inputs).
+RULES = {
+    "simulate": [],
+    "resolved_config": [],
+    "preprocess": ["simulate"],
+    "align_labels": ["simulate", "preprocess"],
+    "make_folds": ["preprocess"],
+    "train": ["make_folds", "align_labels", "preprocess"],
+    "evaluate": ["align_labels", "train", "simulate", "make_folds", "preprocess"],
+    "aggregate": ["evaluate"],
+    "rulegraph": ["make_folds", "resolved_config"],
+    "figure_rulegraph": ["rulegraph"],
+    "figure_forecast_score": ["aggregate"],
+    "figure_comparison": ["aggregate"],
+    "figure_forecast_traces": ["evaluate"],
+    "figure_ethogram": ["evaluate"],
+    "figure_confusion": ["evaluate"],
+    "figure_graph": ["evaluate", "simulate"],
+    "all": ["figure_comparison", "figure_graph", "evaluate", "figure_forecast_traces",
+            "align_labels", "aggregate", "figure_rulegraph", "figure_ethogram"],
+}  # fmt: skip
 
 
-def test_rulegraph_layers(tmp_path):
+def rule_dot(rules: dict[str, list[str]]) -> str:
+    ids = {name: i for i, name in enumerate(rules)}
+    lines = [f'    {i}[label = "{name}", color = "0.1 0.6 0.85"];' for name, i in ids.items()]
+    lines += [f"    {ids[a]} -> {ids[b]}" for b, inputs in rules.items() for a in inputs]
+    return "digraph snakemake_dag {\n" + "\n".join(lines) + "\n}\n"
+
+
+def test_rulegraph_routes_every_arrow_around_the_boxes(tmp_path):
     dot = tmp_path / "rules.dot"
-    dot.write_text(DOT)
+    dot.write_text(rule_dot(RULES))
     drawn = figures.rulegraph(dot, tmp_path / "rules.png")
-    assert drawn["layers"] == {"simulate": 0, "preprocess": 1, "make_folds": 2, "all": 3}
-    check_written(tmp_path / "rules.png", (6.0, 1.1 * 4 + 1.0), pdf=False)
+    layers = drawn["layers"]
+    assert layers["simulate"] == 0 and layers["train"] == 3 and layers["all"] == 7
+    assert all(layers[a] < layers[b] for b, inputs in RULES.items() for a in inputs)
+    assert set(drawn["routes"]) == {(a, b) for b, inputs in RULES.items() for a in inputs}
+    for (a, b), path in drawn["routes"].items():
+        for rule, (x0, y0, x1, y1) in drawn["boxes"].items():
+            inside = (path[:, 0] > x0) & (path[:, 0] < x1) & (path[:, 1] > y0) & (path[:, 1] < y1)
+            assert not inside.any(), f"the arrow {a} -> {b} runs through {rule}"
+    # e.g. resolved_config (layer 0) -> rulegraph (layer 4) passes make_folds' layer
+    assert layers["make_folds"] == 2 and len(drawn["routes"]["resolved_config", "rulegraph"]) > 30
+    png_size(tmp_path / "rules.png")
+
+
+def test_rulegraph_of_a_short_chain(tmp_path):
+    dot = tmp_path / "rules.dot"
+    dot.write_text(rule_dot({"simulate": [], "preprocess": ["simulate"], "all": ["preprocess"]}))
+    drawn = figures.rulegraph(dot, tmp_path / "rules.png")
+    assert drawn["layers"] == {"simulate": 0, "preprocess": 1, "all": 2}
+    assert drawn["crossings"] == 0
+    check_written(tmp_path / "rules.png", (6.0, 1.15 * 3 + 1.0), pdf=False)
 
 
 def test_command_line_rejects_a_misplaced_summary(tmp_path):

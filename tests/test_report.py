@@ -20,6 +20,7 @@ def render(path: Path) -> str:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     snakemake = SimpleNamespace(
         wildcards=SimpleNamespace(dataset="kato2015_wt_nostim", task="forecast", protocol="lowo"),
+        params=SimpleNamespace(task="forecast", protocol="lowo"),
         config=config,
     )
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)

@@ -214,17 +214,20 @@ def graph_task():
     return "forecast" if "forecast" in tasks else tasks[0]
 
 
-def get_graph_predictions(wildcards):
-    """The gnn's predictions.h5 of every fold (showcase protocol, first seed)."""
-    pick = showcase()
-    return get_fold_outputs(
-        wildcards.dataset,
-        tasks=[graph_task()],
-        protocols=[pick["protocol"]],
-        models=["gnn"],
-        seeds=[pick["seed"]],
-        name="predictions.h5",
-    )
+def get_graph_runs(name):
+    """Input function: ``name`` of every gnn run, folds × seeds, of the graph task under
+    the showcase protocol: the runs whose edge AUROCs summary.csv averages."""
+
+    def inputs(wildcards):
+        return get_fold_outputs(
+            wildcards.dataset,
+            tasks=[graph_task()],
+            protocols=[showcase()["protocol"]],
+            models=["gnn"],
+            name=name,
+        )
+
+    return inputs
 
 
 def figure_names():

@@ -205,7 +205,8 @@ rule figure_comparison:
 
 rule figure_graph:
     input:
-        predictions=get_graph_predictions,
+        predictions=get_graph_runs("predictions.h5"),
+        metrics=get_graph_runs("metrics.json"),
         truth=get_truth,
     output:
         png=report(
@@ -223,6 +224,9 @@ rule figure_graph:
     params:
         truth=get_truth_arg,
         connectome=config["experiment"]["connectome"],
+        task=graph_task(),  # for the caption
+        protocol=showcase()["protocol"],
     shell:
-        "log_to {log} python -m wormgnn.figures graph --predictions {input.predictions} {params.truth}"
-        " --connectome {params.connectome} --out {output.png}"
+        "log_to {log} python -m wormgnn.figures graph --predictions {input.predictions}"
+        " --metrics {input.metrics} {params.truth} --connectome {params.connectome}"
+        " --out {output.png}"

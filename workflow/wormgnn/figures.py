@@ -34,11 +34,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch  # noqa: E402
+from matplotlib.path import Path as MplPath  # noqa: E402
 
 from wormgnn import files  # noqa: E402
 from wormgnn.aggregate import model_order, read_summary  # noqa: E402
 from wormgnn.connectome import NEURON_TYPES, load_connectome, neuron_types  # noqa: E402
+from wormgnn.layout import layered_layout  # noqa: E402
 from wormgnn.metrics import edge_scores  # noqa: E402
 
 log = logging.getLogger("wormgnn.figures")
@@ -369,7 +371,8 @@ def confusion(metrics: list[Path], out: Path) -> dict[str, dict[str, np.ndarray]
 # --------------------------------------------------------------------------- 5 comparison
 def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, Any]:
     """Headline metric per model with 95 % CIs, lowo beside within: forecast score at
-    horizons 1 and H, behaviour macro-F1."""
+    horizons 1 and H, behaviour macro-F1. Returns per panel the plotted means and the
+    y limits."""
     panels: list[tuple[str, str, int | None]] = []  # (task, title, horizon)
     tables = {key: read_summary(path) for key, path in summaries.items()}
     tasks = dict.fromkeys(task for task, _ in summaries)
@@ -384,6 +387,7 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
     if "behaviour" in tasks:
         panels.append(("behaviour", "behaviour macro-F1", None))
     drawn: dict[str, Any] = {}
+    limits: dict[str, tuple[float, float]] = {}
     with plt.rc_context(RC):
         fig, axes = plt.subplots(
             1,
@@ -429,7 +433,10 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
             ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
             ax.set_title(title)
             ax.set_ylabel("score (persistence = 0)" if task == "forecast" else "macro-F1")
-            focus_on_means(ax, list(drawn[title].values()), (-np.inf, 1.05))
+            # a score is at most 1 and unbounded below; an F1 lies in [0, 1]
+            bounds = (-np.inf, 1.05) if task == "forecast" else (0.0, 1.0)
+            focus_on_means(ax, list(drawn[title].values()), bounds)
+            limits[title] = ax.get_ylim()
             ax.set_xlabel("model")
         handles = [
             plt.Line2D(
@@ -452,7 +459,7 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
             title="mean and 95 % CI over folds × seeds",
         )
         save(fig, out)
-    return drawn
+    return {title: {"means": means, "ylim": limits[title]} for title, means in drawn.items()}
 
 
 # --------------------------------------------------------------------------- 6 graph
@@ -501,10 +508,21 @@ def reference_graph(
 
 
 def graph(
-    predictions: list[Path], out: Path, truth: Path | None = None, connectome: str = "Cook2019Herm"
+    predictions: list[Path],
+    out: Path,
+    truth: Path | None = None,
+    connectome: str = "Cook2019Herm",
+    metrics: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Inferred edge probabilities (averaged over folds and test worms) beside the
-    reference graph, both ordered by neuron type then name."""
+    """Inferred edge probabilities (averaged over runs and test worms) beside the
+    reference graph, both ordered by neuron type then name.
+
+    The title gives two edge AUROCs: the mean of the runs' own AUROCs (their
+    ``metrics.json``, by default beside each predictions file: the number summary.csv
+    averages), and that of the averaged probabilities drawn, which pools the runs."""
+    metrics = metrics or [Path(p).with_name("metrics.json") for p in predictions]
+    run_aurocs = [files.read_json(m).get("edge_auroc") for m in metrics]
+    run_aurocs = [a for a in run_aurocs if a is not None]
     names, prob = average_edges(predictions)
     if not names:
         raise ValueError("the gnn predictions hold no edge probabilities between named neurons")
@@ -516,6 +534,9 @@ def graph(
     title, ref, known = reference_graph(names, truth, connectome)
     scores = edge_scores([np.nan_to_num(prob)], [ref], [known])
     auroc = scores["edge_auroc"]
+    runs_mean = float(np.mean(run_aurocs)) if run_aurocs else None
+    first = Path(predictions[0])  # .../{task}/{protocol}/gnn/fold{k}/seed{s}/predictions.h5
+    task, protocol = first.parents[4].name, first.parents[3].name
     with plt.rc_context(RC | {"axes.grid": False}):
         fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.6), layout="constrained")
         shown = [
@@ -542,13 +563,26 @@ def graph(
                     image, ax=ax, shrink=0.7, label="edge probability (mean over folds; own range)"
                 )
         groups = " | ".join(dict.fromkeys(types))
-        auroc_text = f"{auroc:.3f}" if auroc is not None else "n/a (one class)"
+
+        def text(value: float | None) -> str:
+            return f"{value:.3f}" if value is not None else "n/a"
+
         fig.suptitle(
-            f"Inferred graph vs {title}: edge AUROC {auroc_text} "
-            f"({len(names)} neurons, ordered {groups})"
+            f"Graph inferred by the {task} gnn ({protocol}, {len(predictions)} runs) vs "
+            f"{title}; {len(names)} neurons, ordered {groups}\n"
+            f"edge AUROC {text(runs_mean)} (mean of the {len(run_aurocs)} runs' AUROCs, as "
+            f"in summary.csv); {text(auroc)} for the averaged probabilities shown"
         )
         save(fig, out)
-    return {"names": names, "types": types, "prob": prob, "reference": ref} | scores
+    return {
+        "names": names,
+        "types": types,
+        "prob": prob,
+        "reference": ref,
+        "task": task,
+        "protocol": protocol,
+        "edge_auroc_runs_mean": runs_mean,
+    } | scores
 
 
 # --------------------------------------------------------------------------- 7 rules
@@ -559,78 +593,101 @@ def parse_dot(text: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
     return nodes, edges
 
 
+#: Geometry of the rule graph, in data units: box size, and the distance between layers.
+BOX_W, BOX_H, LAYER_GAP = 0.92, 0.42, 1.0
+
+
+def _route(points: list[tuple[float, float]], steps: int = 16) -> np.ndarray:
+    """A smooth path through ``points`` (alternately a box or layer edge, then the next
+    layer's): cubic Béziers with vertical tangents between layers, straight lines where
+    an edge passes through a layer in its own slot."""
+    path = [np.array(points[0])]
+    t = np.linspace(0.0, 1.0, steps)[1:, None]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x0 == x1:
+            path.append(np.array([[x1, y1]]))
+            continue
+        mid = (y0 + y1) / 2
+        p0, p1, p2, p3 = (np.array(p) for p in ((x0, y0), (x0, mid), (x1, mid), (x1, y1)))
+        path.append(
+            (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
+        )
+    return np.vstack(path)
+
+
+def _wrap(label: str, width: int = 15) -> str:
+    """Break a long rule name after its first underscore (``figure_`` + the figure)."""
+    head, sep, tail = label.partition("_")
+    return f"{head}_\n{tail}" if len(label) > width and sep else label
+
+
 def rulegraph(dot: Path, out: Path) -> dict[str, Any]:
-    """A layered drawing of the rule graph: each rule in the layer of its longest path
-    from a source, arrows along the data flow (top to bottom)."""
+    """A layered drawing of the rule graph (:mod:`wormgnn.layout`): each rule in the
+    layer of its longest path from a source, arrows along the data flow (top to bottom),
+    routed between the boxes of the layers they cross."""
     nodes, edges = parse_dot(dot.read_text())
     if not nodes:
         raise ValueError(f"{dot}: no rules in the graph")
-    parents = defaultdict(list)
-    for a, b in edges:
-        parents[b].append(a)
-    layer: dict[str, int] = {}
-
-    def depth(n: str, stack: tuple = ()) -> int:
-        if n not in layer:
-            layer[n] = 1 + max(
-                (depth(p, stack + (n,)) for p in parents[n] if p not in stack), default=-1
-            )
-        return layer[n]
-
-    for n in nodes:
-        depth(n)
-    rows = defaultdict(list)
-    for n in sorted(nodes, key=lambda n: nodes[n]):
-        rows[layer[n]].append(n)
-    pos: dict[str, tuple[float, float]] = {}
-    width = max(len(r) for r in rows.values())
-    for y in sorted(rows):  # barycentre ordering: each rule under its inputs' mean
-        members = rows[y]
-        if y > 0:
-            members.sort(
-                key=lambda n: np.mean([pos[p][0] for p in parents[n] if p in pos] or [width / 2])
-            )
-        for i, n in enumerate(members):
-            pos[n] = ((i + 0.5) * width / len(members), -y)
+    lay = layered_layout(list(nodes), edges, node_width=BOX_W + 0.18)
+    y = {n: -LAYER_GAP * k for n, k in lay.layer.items()}
+    boxes = {
+        n: (lay.x[n] - BOX_W / 2, y[n] - BOX_H / 2, lay.x[n] + BOX_W / 2, y[n] + BOX_H / 2)
+        for n in nodes
+    }
+    routes = {}
+    for (a, b), chain in lay.routes.items():
+        points = [(lay.x[a], y[a] - BOX_H / 2)]
+        for dummy in chain[1:-1]:  # straight down through its own slot of the layer
+            points += [(lay.x[dummy], y[dummy] + BOX_H / 2), (lay.x[dummy], y[dummy] - BOX_H / 2)]
+        points.append((lay.x[b], y[b] + BOX_H / 2))
+        routes[nodes[a], nodes[b]] = _route(points)
     final = {n for n in nodes if not any(a == n for a, _ in edges)}  # the targets (all)
+    width = max(lay.x.values()) + BOX_W
+    n_layers = len(lay.order)
     with plt.rc_context(RC | {"axes.grid": False}):
         fig, ax = plt.subplots(
-            figsize=(max(6.0, 2.2 * width), 1.1 * len(rows) + 1.0), layout="constrained"
+            figsize=(max(6.0, 1.45 * width), 1.15 * n_layers + 1.0), layout="constrained"
         )
-        for a, b in edges:
-            ax.annotate(
-                "",
-                xy=pos[b],
-                xytext=pos[a],
-                arrowprops={
-                    "arrowstyle": "-|>",
-                    "color": "#BBBBBB" if b in final else "#444444",
-                    "lw": 0.8 if b in final else 1.1,
-                    "shrinkA": 12,
-                    "shrinkB": 12,
-                },
+        for (_, b), path in zip(lay.routes, routes.values(), strict=True):
+            light = b in final
+            ax.add_patch(
+                FancyArrowPatch(
+                    path=MplPath(path),
+                    arrowstyle="-|>",
+                    mutation_scale=9,
+                    color="#BBBBBB" if light else "#444444",
+                    lw=0.8 if light else 1.1,
+                    zorder=1,
+                )
             )
-        for n, (x, y) in pos.items():
+        for n, (x0, y0, x1, y1) in boxes.items():
             ax.add_patch(
                 FancyBboxPatch(
-                    (x - 0.45, y - 0.18),
-                    0.9,
-                    0.36,
+                    (x0, y0),
+                    x1 - x0,
+                    y1 - y0,
                     boxstyle="round,pad=0.02",
                     fc="#E8F1FA",
                     ec="#0072B2",
+                    zorder=2,
                 )
             )
-            ax.text(x, y, nodes[n], ha="center", va="center", fontsize=9)
+            ax.text(lay.x[n], y[n], _wrap(nodes[n]), ha="center", va="center", fontsize=8)
         ax.set_xlim(-0.1, width + 0.1)
-        ax.set_ylim(-max(rows) - 0.5, 0.5)
+        ax.set_ylim(-LAYER_GAP * (n_layers - 1) - 0.5, 0.5)
         ax.set_axis_off()
         ax.set_title(
             "wormgnn rule graph (snakemake --rulegraph): arrows follow the data; "
             "light arrows feed the final target"
         )
         save(fig, out, pdf=False)
-    return {"rules": sorted(nodes.values()), "layers": {nodes[n]: layer[n] for n in nodes}}
+    return {
+        "rules": sorted(nodes.values()),
+        "layers": {nodes[n]: lay.layer[n] for n in nodes},
+        "boxes": {nodes[n]: box for n, box in boxes.items()},
+        "routes": routes,
+        "crossings": lay.crossings,
+    }
 
 
 # --------------------------------------------------------------------------- CLI
@@ -656,6 +713,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predictions", type=Path, nargs="+", required=True)
     p.add_argument("--truth", type=Path, default=None)
     p.add_argument("--connectome", default="Cook2019Herm")
+    p.add_argument("--metrics", type=Path, nargs="+", help="the runs' metrics.json")
     p = sub.add_parser("rulegraph", help="7: the pipeline's rule graph")
     p.add_argument("--dot", type=Path, required=True, help="snakemake --rulegraph output")
     for p in sub.choices.values():
@@ -692,7 +750,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         summaries = {summary_key(p): p for p in args.summary}
         comparison(summaries, args.out)
     elif args.figure == "graph":
-        graph(args.predictions, args.out, args.truth, args.connectome)
+        graph(args.predictions, args.out, args.truth, args.connectome, args.metrics)
     else:
         rulegraph(args.dot, args.out)
 
