@@ -560,7 +560,7 @@ def graph(
                 ax.axvline(b - 0.5, color="white" if cmap == "viridis" else "#D55E00", lw=0.8)
             if cmap == "viridis":
                 fig.colorbar(
-                    image, ax=ax, shrink=0.7, label="edge probability (mean over folds; own range)"
+                    image, ax=ax, shrink=0.7, label="edge probability (mean over runs; own range)"
                 )
         groups = " | ".join(dict.fromkeys(types))
 
