@@ -1,6 +1,8 @@
 """The pipeline as users run it: real `snakemake` invocations in a scratch directory."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 import zipfile
@@ -25,8 +27,15 @@ def test_tiny_synthetic_pipeline_end_to_end(tmp_path):
         folds=FAST_FOLDS,
     )
     cfg = write_config(tmp_path / "config.yaml", config)
-    run_snakemake(tmp_path, configfile=cfg)
+    saved = os.umask(0o022)
+    try:
+        run_snakemake(tmp_path, configfile=cfg)
+    finally:
+        os.umask(saved)
     res = tmp_path / "results" / "tiny"
+    outputs = [p for d in ("results", "resources") for p in (tmp_path / d).rglob("*")]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in outputs if p.is_file()}
+    assert len(modes) >= 7 and set(modes.values()) == {0o644}, modes  # readable by the group
     pre = files.read_json(res / "preprocessed" / "summary.json")
     labels = files.read_json(res / "labels" / "summary.json")
     folds = files.read_json(res / "folds.json")
