@@ -133,6 +133,42 @@ def test_paired_t_test_when_few_pairs(tmp_path):
     assert "fewer than 6" in c["note"]
 
 
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> 0.06
+    assert aggregate.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert aggregate.holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1, order kept
+    assert aggregate.holm([0.02]) == [0.02] and aggregate.holm([]) == []
+
+
+def test_holm_correction_and_effect_intervals_in_stats(tmp_path):
+    # two horizons, gnn against linear: differences 0.1, 0.2, 0.3 (p 0.07418) at h1 and
+    # 0.3, 0.3, 0.31 at h2 (t = 0.30333 / (0.0057735 / sqrt 3) = 91.0, p = 0.000121)
+    metrics = [forecast_metrics("linear", f, 0, [0.0, 0.0]) for f in range(3)]
+    metrics += [
+        forecast_metrics("gnn", f, 0, [0.1 * (f + 1), 0.3 + 0.01 * (f == 2)]) for f in range(3)
+    ]
+    _, stats = run(tmp_path, metrics, alpha=0.05)
+    h1, h2 = sorted(stats["comparisons"], key=lambda c: c["horizon"])
+    assert h1["p_value"] == pytest.approx(0.07418, abs=1e-4)
+    assert h2["p_value"] == pytest.approx(1.2074e-4, rel=1e-3)
+    assert h1["p_holm"] == pytest.approx(h1["p_value"])  # the larger one: times 1, kept
+    assert h2["p_holm"] == pytest.approx(2 * h2["p_value"])  # the smaller: times 2
+    assert (h1["significant"], h2["significant"]) == (False, True)
+    # 95 % t interval of 0.1, 0.2, 0.3: 0.2 -/+ 4.302653 * 0.1 / sqrt 3
+    half = 4.302653 * 0.1 / math.sqrt(3)
+    assert h1["effect_ci_low"] == pytest.approx(0.2 - half, abs=1e-6)
+    assert h1["effect_ci_high"] == pytest.approx(0.2 + half, abs=1e-6)
+    assert stats["alpha"] == 0.05 and "Holm over the 2 tested" in stats["correction"]
+
+
+def test_untested_comparisons_are_never_significant(tmp_path):
+    metrics = [forecast_metrics(m, f, 0, [0.1 * f + (m == "gnn")]) for m in ("linear", "gnn")
+               for f in (0, 1)]  # fmt: skip
+    _, stats = run(tmp_path, metrics)
+    (c,) = stats["comparisons"]
+    assert c["p_holm"] is None and c["significant"] is False
+
+
 def test_too_few_pairs_says_so(tmp_path):
     metrics = [
         forecast_metrics(m, f, 0, [0.1 * f + (m == "gnn")])

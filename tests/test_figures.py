@@ -7,7 +7,7 @@ import h5py
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from wormgnn import aggregate, evaluate, figures
+from wormgnn import aggregate, evaluate, figures, files
 from wormgnn.aggregate import AggregateConfig
 from wormgnn.train import RunConfig, run_training
 
@@ -145,6 +145,23 @@ def test_comparison_plots_means_for_each_protocol(folds, tmp_path):
     means = drawn["behaviour macro-F1"]["means"]
     assert means["linear/lowo"] == pytest.approx(linear["macro_f1_mean"])
     check_written(out, (3.6 * 3 + 0.6, 3.6))
+
+
+def test_comparison_stars_only_holm_significant_differences(folds, tmp_path):
+    summary = tmp_path / "results/tiny/behaviour/lowo/summary.csv"
+    summary.parent.mkdir(parents=True)
+    summary.write_bytes((folds / "behaviour/lowo/summary.csv").read_bytes())
+    comparisons = [  # raw p below alpha, corrected above: no star
+        {"horizon": None, "model": "gnn", "reference": "linear", "p_value": 0.01,
+         "p_holm": 0.07, "significant": False},
+    ]  # fmt: skip
+    files.write_json(summary.with_name("stats.json"), {"comparisons": comparisons})
+    drawn = figures.comparison({("behaviour", "lowo"): summary}, tmp_path / "c.png")
+    assert drawn["behaviour macro-F1"]["starred"] == []
+    comparisons[0].update(p_holm=0.02, significant=True)
+    files.write_json(summary.with_name("stats.json"), {"comparisons": comparisons})
+    drawn = figures.comparison({("behaviour", "lowo"): summary}, tmp_path / "c.png")
+    assert drawn["behaviour macro-F1"]["starred"] == ["linear/lowo"]
 
 
 def test_comparison_keeps_a_bounded_metric_in_its_bounds(folds, tmp_path):

@@ -194,13 +194,14 @@ def get_showcase_predictions(task, skip=FORECAST_ONLY_MODELS):
     return inputs
 
 
-def get_summaries(tasks):
-    """Input function: summary.csv of every protocol of each of ``tasks`` (as run)."""
+def get_summaries(tasks, name="summary.csv"):
+    """Input function: ``name`` (an aggregate's output) of every protocol of each of
+    ``tasks`` (as run)."""
 
     def inputs(wildcards):
         exp = config["experiment"]
         return expand(
-            "results/{dataset}/{task}/{protocol}/summary.csv",
+            f"results/{{dataset}}/{{task}}/{{protocol}}/{name}",
             dataset=wildcards.dataset,
             task=[t for t in exp["tasks"] if t in tasks and models_for(t)],
             protocol=exp["protocols"],

@@ -185,6 +185,7 @@ rule figure_confusion:
 rule figure_comparison:
     input:
         summaries=get_summaries(["forecast", "behaviour"]),
+        stats=get_summaries(["forecast", "behaviour"], "stats.json"),  # read beside each
     output:
         png=report(
             f"{FIGURE_DIR}/comparison.png",

@@ -15,10 +15,16 @@ behaviour ``macro_f1``) over the runs the two models share (same fold, same seed
   mean: ``persistence``, ``linear``, ``mlp`` or ``lstm``).
 
 Each gives ``effect`` (the mean paired difference, model − reference; positive means the
-model is better), the test and its p-value. The test is a Wilcoxon signed-rank test
-(``scipy.stats.wilcoxon``) when there are at least ``wilcoxon_min_pairs`` pairs, a paired
-t-test (``scipy.stats.ttest_rel``) down to ``ttest_min_pairs``, and none below that; a
-``note`` then says why. No correction for multiple comparisons is applied.
+model is better) with its Student-t confidence interval (``effect_ci_low``,
+``effect_ci_high``, at level ``ci``), the test and its p-value. The test is a Wilcoxon
+signed-rank test (``scipy.stats.wilcoxon``) when there are at least
+``wilcoxon_min_pairs`` pairs, a paired t-test (``scipy.stats.ttest_rel``) down to
+``ttest_min_pairs``, and none below that; a ``note`` then says why.
+
+Multiple comparisons: ``p_holm`` is the p-value after Holm's step-down correction
+(Holm 1979) over every tested comparison of the file, i.e. of one (dataset, task,
+protocol), all horizons together; ``significant`` says whether ``p_holm`` < ``alpha``.
+It controls the family-wise error rate without assuming the tests independent.
 """
 
 from __future__ import annotations
@@ -55,10 +61,13 @@ class AggregateConfig:
     ci: float = 0.95
     wilcoxon_min_pairs: int = 6
     ttest_min_pairs: int = 3
+    alpha: float = 0.05  # family-wise error rate of the Holm-corrected tests
 
     def __post_init__(self) -> None:
         if not 0 < self.ci < 1:
             raise ValueError(f"aggregate.ci is {self.ci}; it must lie in (0, 1)")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"aggregate.alpha is {self.alpha}; it must lie in (0, 1)")
         if not 2 <= self.ttest_min_pairs <= self.wilcoxon_min_pairs:
             raise ValueError(
                 "aggregate: need 2 <= ttest_min_pairs <= wilcoxon_min_pairs, got "
@@ -219,10 +228,13 @@ def paired_test(
     a = np.array([model[k] for k in keys])
     b = np.array([reference[k] for k in keys])
     diff = a - b
+    effect = mean_ci(diff, cfg.ci) if keys else None
     out: dict[str, Any] = {
         "n_pairs": len(keys),
-        "effect": float(diff.mean()) if keys else None,
-        "effect_std": float(diff.std(ddof=1)) if len(keys) > 1 else None,
+        "effect": effect["mean"] if effect else None,
+        "effect_std": effect["std"] if effect else None,
+        "effect_ci_low": effect["ci_low"] if effect else None,
+        "effect_ci_high": effect["ci_high"] if effect else None,
         "wins": int((diff > 0).sum()),
         "test": None,
         "statistic": None,
@@ -279,6 +291,12 @@ def compare(runs: list[Run], task: str, cfg: AggregateConfig) -> dict[str, Any]:
             comparisons.append(
                 {"horizon": h, "model": model, "reference": ref, "kinds": kinds} | result
             )
+    tested = [c for c in comparisons if c["p_value"] is not None]
+    for c, adjusted in zip(tested, holm([c["p_value"] for c in tested]), strict=True):
+        c["p_holm"] = adjusted
+    for c in comparisons:
+        c.setdefault("p_holm", None)
+        c["significant"] = c["p_holm"] is not None and c["p_holm"] < cfg.alpha
     notes = []
     if "gnn" not in models:
         notes.append("no gnn runs: only the comparisons with the best baseline")
@@ -286,11 +304,25 @@ def compare(runs: list[Run], task: str, cfg: AggregateConfig) -> dict[str, Any]:
         "metric": metric,
         "higher_is_better": True,
         "effect": f"mean over paired (fold, seed) runs of {metric}(model) - {metric}(reference)",
+        "correction": f"Holm over the {len(tested)} tested comparisons of this file",
+        "alpha": cfg.alpha,
         "best_baseline": best,
         "baselines": list(BASELINES),
         "comparisons": comparisons,
         "notes": notes,
     }
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the i-th smallest of m
+    is multiplied by (m − i + 1), then made non-decreasing in that order and capped at 1."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 # --------------------------------------------------------------------------- stage

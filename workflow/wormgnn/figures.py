@@ -369,12 +369,30 @@ def confusion(metrics: list[Path], out: Path) -> dict[str, dict[str, np.ndarray]
 
 
 # --------------------------------------------------------------------------- 5 comparison
+def significant_vs_gnn(stats: Path) -> set[tuple[int | None, str]]:
+    """(horizon, model) of every model whose paired difference from the ``gnn`` is
+    significant after Holm's correction, from a ``stats.json``."""
+    return {
+        (c["horizon"], c["reference"])
+        for c in files.read_json(stats)["comparisons"]
+        if c["model"] == "gnn" and c.get("significant")
+    }
+
+
 def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, Any]:
     """Headline metric per model with 95 % CIs, lowo beside within: forecast score at
-    horizons 1 and H, behaviour macro-F1. Returns per panel the plotted means and the
-    y limits."""
+    horizons 1 and H, behaviour macro-F1. A star marks a model that differs from the
+    ``gnn`` with a Holm-corrected p below ``alpha`` (the ``stats.json`` beside each
+    summary). Returns per panel the plotted means, the starred points and the y limits."""
     panels: list[tuple[str, str, int | None]] = []  # (task, title, horizon)
     tables = {key: read_summary(path) for key, path in summaries.items()}
+    starred = {
+        key: significant_vs_gnn(path.with_name("stats.json"))
+        if path.with_name("stats.json").exists()
+        else set()
+        for key, path in summaries.items()
+    }
+    stars: dict[str, list[str]] = {}
     tasks = dict.fromkeys(task for task, _ in summaries)
     if "forecast" in tasks:
         horizon = max(
@@ -428,6 +446,18 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
                         linestyle="none",
                     )
                     drawn[title][f"{model}/{protocol}"] = mean
+                    if (h, model) in starred[task, protocol]:  # beside the point
+                        ax.annotate(
+                            "*",
+                            (i + off, mean),
+                            xytext=(4, 0),
+                            textcoords="offset points",
+                            ha="left",
+                            va="center",
+                            color=colour,
+                            fontsize=12,
+                        )
+                        stars.setdefault(title, []).append(f"{model}/{protocol}")
             if task == "forecast":
                 ax.axhline(0.0, color="black", lw=0.8, linestyle=(0, (1, 1)))
             ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
@@ -456,10 +486,13 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
             loc="outside upper center",
             ncol=2,
             frameon=False,
-            title="mean and 95 % CI over folds × seeds",
+            title="mean and 95 % CI over folds × seeds; * differs from gnn (Holm-corrected)",
         )
         save(fig, out)
-    return {title: {"means": means, "ylim": limits[title]} for title, means in drawn.items()}
+    return {
+        title: {"means": means, "ylim": limits[title], "starred": stars.get(title, [])}
+        for title, means in drawn.items()
+    }
 
 
 # --------------------------------------------------------------------------- 6 graph
