@@ -360,3 +360,31 @@ def test_the_code_fingerprint_covers_every_module_training_imports():
     covered = [package / entry for entry in train.TRAINING_CODE]
     for module in map(Path, listing):
         assert any(module == c or c in module.parents for c in covered), module
+
+
+def test_an_orphaned_training_job_stops_by_itself(tiny_results, tmp_path):
+    """Snakemake killed with -9: its job (bash -> python) loses its grandparent and must
+    stop at the next batch, keeping the checkpoint, instead of running on unseen."""
+    run = _run("gnn", training={"max_epochs": 200, "patience": 200, "batch_size": 32})
+    out = tmp_path / "out"
+    out.mkdir()
+    log = tmp_path / "train.log"
+    helper = Path(train.__file__).resolve().parents[1] / "scripts" / "log_to.sh"
+    job = f'set -euo pipefail; source "{helper}"; log_to "{log}" "$@"'
+    cmd = _cli(tiny_results, run, tiny_results["traces"], out)
+    # a stand-in for Snakemake: it runs the job's shell and waits for it
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])"]
+        + ["bash", "-c", job, "job"]
+        + cmd
+    )
+    _wait_for_epoch(out / "model.pt.partial", 1, stand_in)
+    stand_in.kill()
+    stand_in.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and "error: stopped" not in log.read_text():
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "error: stopped: the workflow that started this job is gone; rerun to resume" in text
+    assert "the process that started this job is gone: stopping" in text
+    assert (out / "model.pt.partial").exists() and not (out / "model.pt").exists()

@@ -20,8 +20,9 @@ the content of the input files (traces, labels, folds) and the training code
 afresh and says which differs.
 
 SIGTERM (``kill``, ``scancel``, Slurm's time limit) and SIGINT (Ctrl-C) stop the loop at
-the next batch. The partial checkpoint of the last complete epoch stays on disk, so a
-rerun resumes there with the same numbers; the part of an epoch that was under way is
+the next batch, and so does the death of the workflow that started the job (an orphaned
+job stops by itself). The partial checkpoint of the last complete epoch stays on disk, so
+a rerun resumes there with the same numbers; the part of an epoch that was under way is
 redone.
 """
 
@@ -31,6 +32,7 @@ import argparse
 import csv
 import hashlib
 import logging
+import os
 import random
 import signal
 import sys
@@ -152,22 +154,42 @@ def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str 
 
 
 class Stopped(Exception):
-    """Training was asked to stop by a signal; ``signum`` says which."""
+    """Training was asked to stop: by a signal (``status`` 128 + its number), or because
+    the workflow that started it is gone (``status`` 1)."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def ancestors() -> tuple[int, int] | None:
+    """(parent, grandparent) process IDs; ``None`` where ``/proc`` cannot tell."""
+    try:
+        parent = os.getppid()
+        with open(f"/proc/{parent}/stat") as handle:
+            # the command name (2nd field) may hold spaces; the 4th field is its parent
+            return parent, int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class StopOnSignal:
     """While active, SIGTERM and SIGINT set :attr:`signum` instead of ending the process;
-    the training loop checks it before each batch (:meth:`check`)."""
+    the training loop checks it before each batch (:meth:`check`).
+
+    :meth:`check` also notices, once a second, when the job has been orphaned: Snakemake
+    runs ``bash -c`` → ``python``, and when Snakemake dies (``kill -9``, a lost session)
+    or the shell does, the parent or grandparent process changes. The job then stops as
+    on SIGTERM instead of running on unseen."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, watch_every_s: float = 1.0) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._family = ancestors()
+        self._watch_every_s = watch_every_s
+        self._watched = time.monotonic()
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signum = signum
@@ -175,7 +197,13 @@ class StopOnSignal:
 
     def check(self) -> None:
         if self.signum is not None:
-            raise Stopped(self.signum)
+            raise Stopped(f"stopped by {signal.Signals(self.signum).name}", 128 + self.signum)
+        now = time.monotonic()
+        if self._family is not None and now - self._watched >= self._watch_every_s:
+            self._watched = now
+            if ancestors() != self._family:
+                log.warning("the process that started this job is gone: stopping")
+                raise Stopped("stopped: the workflow that started this job is gone", 1)
 
     def __enter__(self) -> StopOnSignal:
         try:
@@ -662,7 +690,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {err}") from err
     except Stopped as stopped:
         print(f"error: {stopped}; rerun to resume from the last complete epoch", file=sys.stderr)
-        raise SystemExit(128 + stopped.signum) from None
+        raise SystemExit(stopped.status) from None
 
 
 if __name__ == "__main__":
