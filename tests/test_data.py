@@ -128,3 +128,23 @@ def test_context_ends_at_the_window_and_stays_in_its_segment(forecast_ds):
     # without context, none is built; a context shorter than the window is the window
     assert next(iter(WindowLoader(ds, segments, 4, False))).context is None
     assert WindowLoader(ds, segments, 4, False, context=3).context == 8
+
+
+def test_shuffled_connectome_keeps_the_degrees_and_moves_the_wiring(forecast_ds):
+    """gnn_shuffled's graph: the same degree sequences as the connectome among the
+    shared neurons, other pairs connected, one permutation per seed for every worm."""
+    from wormgnn.connectome import load_connectome
+    from wormgnn.data import connectome_graphs
+
+    conn = load_connectome()
+    true = connectome_graphs(forecast_ds, conn)[0]
+    first = connectome_graphs(forecast_ds, conn, shuffle_seed=0)
+    assert true.sum() > 3  # the shared neurons are wired
+    for graph in first.values():
+        torch.testing.assert_close(graph, first[0])  # one wiring for every worm
+    shuffled = first[0]
+    assert sorted(shuffled.sum(0).tolist()) == sorted(true.sum(0).tolist())  # in-degrees
+    assert sorted(shuffled.sum(1).tolist()) == sorted(true.sum(1).tolist())  # out-degrees
+    assert not torch.equal(shuffled, true)
+    torch.testing.assert_close(connectome_graphs(forecast_ds, conn, shuffle_seed=0)[0], shuffled)
+    assert not torch.equal(connectome_graphs(forecast_ds, conn, shuffle_seed=1)[0], shuffled)

@@ -40,7 +40,10 @@ def _model(name, task, n=N, n_names=0, **params):
     )
 
 
-@pytest.mark.parametrize("name", ["mlp", "lstm", "gnn", "gnn_connectome"])
+ABLATIONS = ["gnn_shuffled", "gnn_full", "gnn_nograph"]
+
+
+@pytest.mark.parametrize("name", ["mlp", "lstm", "gnn", "gnn_connectome", *ABLATIONS])
 @pytest.mark.parametrize("task", ["forecast", "behaviour"])
 def test_forward_and_backward_shapes(name, task):
     model = _model(name, task)
@@ -85,6 +88,57 @@ def test_gnn_is_permutation_equivariant(task):
         torch.testing.assert_close(out_p.pred, out.pred[:, perm])
     else:
         torch.testing.assert_close(out_p.pred, out.pred, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gnn_connectome", *ABLATIONS])
+@pytest.mark.parametrize("task", ["forecast", "behaviour"])
+def test_fixed_graph_gnns_are_permutation_equivariant(name, task):
+    """Relabelling the nodes (and the given graph with them) permutes the forecasts and
+    the edges, and leaves the behaviour logits unchanged."""
+    model = _model(name, task).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, mask, graph = _inputs(task)
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(3))
+    out = model(x, mask, graph)
+    out_p = model(x[:, perm], mask[:, perm], graph[:, perm][:, :, perm])
+    torch.testing.assert_close(out_p.edge_prob, out.edge_prob[:, perm][:, :, perm])
+    expected = out.pred[:, perm] if task == "forecast" else out.pred
+    torch.testing.assert_close(out_p.pred, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_fixed_graph_gnns_are_deterministic(name):
+    x, mask, graph = _inputs("forecast")
+    a = rollout(_model(name, "forecast"), x, mask, graph, 3)[0]
+    b = rollout(_model(name, "forecast"), x, mask, graph, 3)[0]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _sensitivity(name):
+    """Which nodes' forecasts change when node 0's input changes: (B, N) booleans."""
+    model = _model(name, "forecast").eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, mask, graph = _inputs("forecast")
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    return (model(x2, mask, graph).pred - model(x, mask, graph).pred).abs() > 1e-6
+
+
+def test_gnn_nograph_passes_no_message():
+    changed = _sensitivity("gnn_nograph")  # whatever graph the batch carries
+    assert changed[:, 0].all() and not changed[:, 1:].any()
+    assert _model("gnn_nograph", "forecast")(*_inputs("forecast")).edge_prob.sum() == 0
+
+
+def test_gnn_full_connects_every_pair():
+    assert _sensitivity("gnn_full").all()
+    x, mask, graph = _inputs("forecast")
+    mask[:, -1] = False  # a padded node: no edges to or from it, none to itself
+    edges = _model("gnn_full", "forecast")(x, mask, graph).edge_prob
+    expected = (1 - torch.eye(N)) * mask[:, :, None] * mask[:, None, :]
+    torch.testing.assert_close(edges, expected.float())
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,9 @@ def test_same_seed_same_metrics(tiny_results, tmp_path):
         ("lstm", "forecast"),
         ("gnn", "behaviour"),
         ("gnn_connectome", "forecast"),
+        ("gnn_shuffled", "behaviour"),
+        ("gnn_full", "forecast"),
+        ("gnn_nograph", "forecast"),
     ],
 )
 def test_every_model_trains_and_evaluates(tiny_results, tmp_path, model, task):

@@ -42,7 +42,15 @@ def as_json(block):
 TORCH_ENV = {"cpu": "../../envs/torch.yaml", "cuda": "../../envs/torch-cuda.yaml"}[
     config.get("torch_env", "cpu")
 ]
-NEURAL_MODELS = ("mlp", "lstm", "gnn", "gnn_connectome")
+NEURAL_MODELS = (
+    "mlp",
+    "lstm",
+    "gnn",
+    "gnn_connectome",
+    "gnn_shuffled",
+    "gnn_full",
+    "gnn_nograph",
+)
 FORECAST_ONLY_MODELS = ("persistence",)
 FOLD_SUBDIR = "{dataset}/{task}/{protocol}/{model}/fold{fold}/seed{seed}"
 FOLD_DIR = f"results/{FOLD_SUBDIR}"

@@ -47,7 +47,17 @@ log = logging.getLogger("wormgnn.aggregate")
 
 #: Structure-agnostic models; the best of them is the reference of the comparisons.
 BASELINES = ("persistence", "linear", "mlp", "lstm")
-MODEL_ORDER = ("persistence", "linear", "mlp", "lstm", "gnn", "gnn_connectome")
+MODEL_ORDER = (
+    "persistence",
+    "linear",
+    "mlp",
+    "lstm",
+    "gnn",
+    "gnn_connectome",
+    "gnn_shuffled",
+    "gnn_full",
+    "gnn_nograph",
+)
 HEADLINE = {"forecast": "score", "behaviour": "macro_f1"}
 FORECAST_METRICS = ("score", "mse", "mae", "r2")
 BEHAVIOUR_METRICS = ("macro_f1", "accuracy", "balanced_accuracy")

@@ -351,10 +351,25 @@ class WindowLoader:
         return out
 
 
-def connectome_graphs(ds: Dataset, connectome: Connectome) -> dict[int, torch.Tensor]:
+def connectome_graphs(
+    ds: Dataset, connectome: Connectome, shuffle_seed: int | None = None
+) -> dict[int, torch.Tensor]:
     """Per worm, the anatomical adjacency [sender, receiver] among its nodes (unnamed
-    nodes and names missing from the connectome get no edges)."""
+    nodes and names missing from the connectome get no edges).
+
+    With ``shuffle_seed`` (``gnn_shuffled``), the dataset's connectome-known names are
+    first permuted among themselves, one seeded permutation for every worm: each node
+    takes another neuron's wiring, so the graph keeps its degrees (on the ``shared``
+    node set, exactly) but connects the wrong neurons."""
+    rename: dict[str, str] = {}
+    if shuffle_seed is not None:
+        known = connectome.index()
+        names = sorted({n for worm in ds.worms.values() for n in worm.names if n in known})
+        order = np.random.default_rng(shuffle_seed).permutation(len(names))
+        rename = {name: names[i] for name, i in zip(names, order, strict=True)}
     return {
-        w: torch.from_numpy(connectome.restrict(worm.names).astype(np.float32))
+        w: torch.from_numpy(
+            connectome.restrict([rename.get(n, n) for n in worm.names]).astype(np.float32)
+        )
         for w, worm in ds.worms.items()
     }

@@ -4,7 +4,7 @@
   ``score = 1 - MSE / MSE(persistence)``, with persistence on the same test windows.
 - **behaviour**: ``accuracy``, ``balanced_accuracy``, ``macro_f1``, per-class F1 and the
   confusion matrix with class names (scikit-learn).
-- **relation inference** (``gnn``; ``gnn_connectome`` for reference): edge probabilities
+- **relation inference** (``gnn``; the fixed graphs for reference): edge probabilities
   averaged over each test worm's windows, scored with ``edge_auroc``/``edge_auprc``
   against the synthetic ground truth, or against the connectome for real data. Pairs
   involving unnamed ROIs (no connectome identity) are left out on real data.
@@ -31,7 +31,7 @@ from wormgnn.data import WindowLoader
 from wormgnn.metrics import behaviour_metrics, edge_scores, forecast_metrics
 from wormgnn.models import rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
-from wormgnn.models.registry import model_config
+from wormgnn.models.registry import GNN_MODELS, model_config
 from wormgnn.train import (
     RunConfig,
     build_for,
@@ -146,7 +146,7 @@ def run_evaluation(
         y_pred = np.concatenate([p["y_pred"] for p in per_worm.values()]).argmax(1)
         result.update(behaviour_metrics(y_true, y_pred, ds.classes))
     edges = {w: p["edge"].mean(0) for w, p in per_worm.items() if p.get("edge") is not None}
-    if edges and run.model in ("gnn", "gnn_connectome"):
+    if edges and run.model in GNN_MODELS:
         source, refs = reference_graphs({w: ds.worms[w] for w in edges}, truth, run.connectome)
         scores = edge_scores(
             [edges[w] for w in edges], [refs[w][0] for w in edges], [refs[w][1] for w in edges]

@@ -54,6 +54,10 @@ MODEL_STYLE: dict[str, dict[str, Any]] = {
     "lstm": {"color": "#009E73", "linestyle": (0, (5, 1, 1, 1, 1, 1)), "marker": "D"},
     "gnn": {"color": "#D55E00", "linestyle": "-", "marker": "o"},
     "gnn_connectome": {"color": "#0072B2", "linestyle": (0, (3, 1)), "marker": "v"},
+    # the graph ablations: the last Okabe-Ito hue and black, told apart by line and marker
+    "gnn_shuffled": {"color": "#CC79A7", "linestyle": (0, (3, 1, 1, 1)), "marker": "h"},
+    "gnn_full": {"color": "#000000", "linestyle": (0, (6, 2)), "marker": "X"},
+    "gnn_nograph": {"color": "#000000", "linestyle": (0, (1, 2)), "marker": "P"},
 }
 PROTOCOL_STYLE = {
     "lowo": {"marker": "o", "fillstyle": "full", "label": "lowo (unseen worm)"},

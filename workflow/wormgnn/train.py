@@ -61,7 +61,7 @@ from wormgnn.data import (
 )
 from wormgnn.models import NEURAL_MODELS, build_model, rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
-from wormgnn.models.registry import FORECAST_ONLY, model_config, node_set_of
+from wormgnn.models.registry import FORECAST_ONLY, GNN_MODELS, model_config, node_set_of
 
 log = logging.getLogger("wormgnn.train")
 
@@ -288,13 +288,12 @@ def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared
     train, test = fold_segments(folds, run.protocol, run.fold)
     cfg = run.train_config()
     fit, val = split_validation(train, cfg.val_fraction, gap=ds.span)
-    graphs = (
-        connectome_graphs(ds, load_connectome(run.connectome))
-        if run.model == "gnn_connectome"
-        else None
-    )
+    graphs = None
+    if run.model in ("gnn_connectome", "gnn_shuffled"):  # wiring permuted by the seed
+        shuffle = run.seed if run.model == "gnn_shuffled" else None
+        graphs = connectome_graphs(ds, load_connectome(run.connectome), shuffle)
     context = mcfg.context_frames if run.model == "gnn" else 0
-    named = run.model in ("gnn", "gnn_connectome") and run.task in mcfg.identity
+    named = run.model in GNN_MODELS and run.task in mcfg.identity
     vocabulary = name_vocabulary(ds, train) if named else None
     inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
     return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs)

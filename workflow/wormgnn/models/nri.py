@@ -509,11 +509,20 @@ class RelationalGNN(nn.Module):
 
 
 class ConnectomeGNN(nn.Module):
-    """The ``gnn_connectome`` model: the same decoder on the fixed anatomical graph.
+    """The ``gnn``'s decoder and read-out on a fixed graph: ``gnn_connectome`` (the
+    anatomical graph) and the graph ablations, which differ only in ``graph``:
 
-    Shapes: x (B, N, W, C), mask (B, N), graph (B, N_s, N_r) in {0, 1}, node_ids (B, N)
-    or None → pred.
+    - ``"given"``: the graph of each batch (``gnn_connectome``; ``gnn_shuffled``, the
+      connectome with its neuron labels permuted);
+    - ``"none"``: no edges (``gnn_nograph``): every message is zero, so a node's forecast
+      depends on its own window alone;
+    - ``"full"``: every directed pair of valid nodes (``gnn_full``).
+
+    Shapes: x (B, N, W, C), mask (B, N), graph (B, N_s, N_r) in {0, 1} (``"given"``
+    only), node_ids (B, N) or None → pred.
     """
+
+    GRAPHS = ("given", "none", "full")
 
     def __init__(
         self,
@@ -523,8 +532,12 @@ class ConnectomeGNN(nn.Module):
         task: str,
         cfg: GNNConfig,
         n_names: int = 0,
+        graph: str = "given",
     ):
         super().__init__()
+        if graph not in self.GRAPHS:
+            raise ValueError(f"graph must be one of {self.GRAPHS}, got {graph!r}")
+        self.graph = graph
         self.cfg = replace(cfg, edge_types=2)  # one edge type, plus "no edge"
         self.decoder = RelationalDecoder(window, in_channels, out_dim, task, self.cfg, n_names)
 
@@ -535,7 +548,14 @@ class ConnectomeGNN(nn.Module):
         graph: torch.Tensor | None = None,
         node_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
-        if graph is None:
-            raise ValueError("gnn_connectome needs the anatomical graph of each batch")
-        z = (graph * valid_pairs(mask))[..., None]  # (B, N, N, 1): the one edge type
+        pairs = valid_pairs(mask)  # (B, N, N)
+        if self.graph == "none":
+            z = torch.zeros_like(pairs, dtype=x.dtype)
+        elif self.graph == "full":
+            z = pairs.to(x.dtype)
+        elif graph is None:
+            raise ValueError("this gnn needs the fixed graph of each batch (graph=...)")
+        else:
+            z = graph * pairs
+        z = z[..., None]  # (B, N, N, 1): the one edge type
         return ModelOutput(self.decoder(x, mask, z, node_ids), edge_prob=z[..., 0])

@@ -26,8 +26,19 @@ MODEL_CONFIGS: dict[str, type] = {
     "lstm": LSTMConfig,
     "gnn": GNNConfig,
     "gnn_connectome": GNNConfig,
+    "gnn_nograph": GNNConfig,
+    "gnn_full": GNNConfig,
+    "gnn_shuffled": GNNConfig,
 }
-NEURAL_MODELS = ("mlp", "lstm", "gnn", "gnn_connectome")
+#: The gnn's decoder on a fixed graph: which graph (:class:`ConnectomeGNN`'s ``graph``).
+FIXED_GRAPH_MODELS = {
+    "gnn_connectome": "given",  # the anatomical connectome
+    "gnn_shuffled": "given",  # the connectome with neuron labels permuted
+    "gnn_nograph": "none",
+    "gnn_full": "full",
+}
+GNN_MODELS = ("gnn", *FIXED_GRAPH_MODELS)
+NEURAL_MODELS = ("mlp", "lstm", *GNN_MODELS)
 FORECAST_ONLY = ("persistence",)
 
 
@@ -65,5 +76,8 @@ def build_model(
             return WindowMLP(n_nodes, window, in_channels, out_dim, cfg)
         return WindowLSTM(n_nodes, in_channels, out_dim, cfg)
     gnn_out = n_classes if task == "behaviour" else 1
-    cls = RelationalGNN if name == "gnn" else ConnectomeGNN
-    return cls(window, in_channels, gnn_out, task, cfg, n_names if task in cfg.identity else 0)
+    n_names = n_names if task in cfg.identity else 0
+    if name == "gnn":
+        return RelationalGNN(window, in_channels, gnn_out, task, cfg, n_names)
+    graph = FIXED_GRAPH_MODELS[name]
+    return ConnectomeGNN(window, in_channels, gnn_out, task, cfg, n_names, graph=graph)
