@@ -154,85 +154,6 @@ def test_no_test_worm_statistic_reaches_training(tiny_results, tmp_path):
             torch.testing.assert_close(params[0][key], params[1][key])
 
 
-def test_killed_training_resumes_where_it_stopped(tiny_results, tmp_path):
-    run = _run("gnn", training={"max_epochs": 8, "patience": 50})
-    args = [
-        "--traces",
-        str(tiny_results["traces"]),
-        "--labels",
-        str(tiny_results["labels"]),
-        "--folds",
-        str(tiny_results["folds"]),
-        "--run",
-        json.dumps(dataclasses.asdict(run)),
-        "--threads",
-        "1",
-    ]
-    cmd = [sys.executable, "-m", "wormgnn.train", *args]
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    partial = killed / "model.pt.partial"
-    out = ["--model-file", str(killed / "model.pt"), "--history", str(killed / "history.csv")]
-    proc = subprocess.Popen(cmd + out, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if partial.exists() and torch.load(partial, weights_only=False)["state"]["epoch"] >= 3:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
-    epoch_at_kill = torch.load(partial, weights_only=False)["state"]["epoch"]
-    resumed = subprocess.run(cmd + out, capture_output=True, text=True, check=True)
-    assert f"resuming from the checkpoint of epoch {epoch_at_kill}" in resumed.stderr
-    assert f"epoch {epoch_at_kill + 1:3d}" in resumed.stderr and "epoch   1 " not in resumed.stderr
-    assert not partial.exists()
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    subprocess.run(
-        cmd
-        + ["--model-file", str(straight / "model.pt"), "--history", str(straight / "history.csv")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    a, b = load_checkpoint(killed / "model.pt"), load_checkpoint(straight / "model.pt")
-    for key in a["state_dict"]:  # resuming restores every generator: same result
-        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key])
-    history = (killed / "history.csv").read_text().splitlines()
-    assert [int(r.split(",")[0]) for r in history[1:]] == list(range(1, 9))
-
-
-def test_forecast_metrics_by_hand():
-    y = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
-    pred = y + np.array([[0.5, 1.0]])
-    persist = y + np.array([[1.0, 1.0]])
-    m = metrics.forecast_metrics(y, pred, persist)
-    h1, h2 = m["per_horizon"]
-    assert h1["mse"] == 0.25 and h1["mae"] == 0.5 and h1["score"] == pytest.approx(0.75)
-    assert h2["mse"] == 1.0 and h2["score"] == 0.0
-    assert h1["r2"] == pytest.approx(1 - 0.75 / 8)
-
-
-def test_behaviour_metrics_by_hand():
-    y_true = np.array([0, 0, 1, 1, 2, 2])
-    y_pred = np.array([0, 1, 1, 1, 2, 0])
-    m = metrics.behaviour_metrics(y_true, y_pred, ["f", "r", "t"])
-    assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    assert m["per_class_f1"]["r"] == pytest.approx(0.8)
-    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
-
-
-def test_edge_scores_by_hand():
-    truth = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)
-    perfect = truth * 0.9 + 0.05
-    s = metrics.edge_scores([perfect], [truth], [np.ones(3, dtype=bool)])
-    assert s["edge_auroc"] == 1.0 and s["n_pairs"] == 6
-    unknown = metrics.edge_scores([perfect], [truth], [np.array([True, True, False])])
-    assert unknown["n_pairs"] == 2
-
-
 def _cli(tiny, run, traces, out):
     """The `python -m wormgnn.train` command of ``run`` writing into ``out``."""
     return [
@@ -268,6 +189,62 @@ def _wait_for_epoch(partial, epoch, proc, traces_digest=None, timeout=120):
                 return
         time.sleep(0.05)
     raise AssertionError(f"{partial} never reached epoch {epoch}")
+
+
+def test_killed_training_resumes_where_it_stopped(tiny_results, tmp_path):
+    run = _run("gnn", training={"max_epochs": 8, "patience": 50})
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    killed.mkdir()
+    straight.mkdir()
+    partial = killed / "model.pt.partial"
+    cmd = _cli(tiny_results, run, tiny_results["traces"], killed)
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    _wait_for_epoch(partial, 3, proc)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    epoch_at_kill = torch.load(partial, weights_only=False)["state"]["epoch"]
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert f"resuming from the checkpoint of epoch {epoch_at_kill}" in resumed.stderr
+    assert f"epoch {epoch_at_kill + 1:3d}" in resumed.stderr and "epoch   1 " not in resumed.stderr
+    assert not partial.exists()
+    subprocess.run(_cli(tiny_results, run, tiny_results["traces"], straight), check=True,
+                   capture_output=True)  # fmt: skip
+    a, b = load_checkpoint(killed / "model.pt"), load_checkpoint(straight / "model.pt")
+    for key in a["state_dict"]:  # resuming restores every generator: same result
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key])
+    history = (killed / "history.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in history[1:]] == list(range(1, 9))
+
+
+def test_forecast_metrics_by_hand():
+    y = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    pred = y + np.array([[0.5, 1.0]])
+    persist = y + np.array([[1.0, 1.0]])
+    m = metrics.forecast_metrics(y, pred, persist)
+    h1, h2 = m["per_horizon"]
+    assert h1["mse"] == 0.25 and h1["mae"] == 0.5 and h1["score"] == pytest.approx(0.75)
+    assert h2["mse"] == 1.0 and h2["score"] == 0.0
+    assert h1["r2"] == pytest.approx(1 - 0.75 / 8)
+
+
+def test_behaviour_metrics_by_hand():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    m = metrics.behaviour_metrics(y_true, y_pred, ["f", "r", "t"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["per_class_f1"]["r"] == pytest.approx(0.8)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_edge_scores_by_hand():
+    truth = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)
+    perfect = truth * 0.9 + 0.05
+    s = metrics.edge_scores([perfect], [truth], [np.ones(3, dtype=bool)])
+    assert s["edge_auroc"] == 1.0 and s["n_pairs"] == 6
+    unknown = metrics.edge_scores([perfect], [truth], [np.array([True, True, False])])
+    assert unknown["n_pairs"] == 2
 
 
 def test_sigterm_stops_training_and_a_changed_input_starts_afresh(tiny_results, tmp_path):
