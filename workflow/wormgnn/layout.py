@@ -36,9 +36,6 @@ class Layout:
     routes: dict[tuple[str, str], list[Node]] = field(default_factory=dict)
     crossings: int = 0
 
-    def is_dummy(self, node: Node) -> bool:
-        return isinstance(node, tuple)
-
 
 def longest_path_layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
     """Layer of each node: the length of the longest path from a source to it."""
@@ -99,6 +96,21 @@ def _place(wanted: list[float], gaps: list[float]) -> list[float]:
     return [s + o for s, o in zip(shifted, offsets, strict=True)]
 
 
+def _barycentre_order(
+    row: list[Node], ref: list[Node], links: dict[Node, list[Node]]
+) -> list[Node]:
+    """``row`` sorted by the mean position of each node's ``links`` in the layer ``ref``
+    (a node without links keeps its place; ties keep the current order)."""
+    pos = {n: i for i, n in enumerate(ref)}
+    here = {n: i for i, n in enumerate(row)}
+
+    def key(n: Node) -> tuple[float, int]:
+        linked = [pos[m] for m in links[n]]
+        return (sum(linked) / len(linked) if linked else here[n], here[n])
+
+    return sorted(row, key=key)
+
+
 def layered_layout(
     nodes: list[str],
     edges: list[tuple[str, str]],
@@ -141,14 +153,7 @@ def layered_layout(
         layers = range(1, n_layers) if downward else range(n_layers - 2, -1, -1)
         for k in layers:
             ref = order[k - 1] if downward else order[k + 1]
-            pos = {n: i for i, n in enumerate(ref)}
-            here = {n: i for i, n in enumerate(order[k])}
-
-            def barycentre(n: Node, pos=pos, here=here, downward=downward) -> float:
-                linked = [pos[m] for m in (up[n] if downward else down[n])]
-                return sum(linked) / len(linked) if linked else here[n]
-
-            order[k].sort(key=lambda n, bc=barycentre, here=here: (bc(n), here[n]))
+            order[k] = _barycentre_order(order[k], ref, up if downward else down)
         crossings = count_crossings(order, segments)
         if crossings < best_crossings:
             best, best_crossings = [row[:] for row in order], crossings
