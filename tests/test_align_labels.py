@@ -27,6 +27,26 @@ def test_kato4_and_kato8_mapping():
         kato8.map_states(np.array([0, 1, 3]), stim, "file.mat worm 0")
 
 
+def test_fwdrev_leaves_turns_out():
+    names = ["FWD", "SLOW", "DT", "VT", "REV1", "REV2", "REVSUS", "NOSTATE"]
+    states = np.array([0, 1, 2, 3, 4, 5, 6, 7, -1], dtype=np.int16)
+    fwdrev = Scheme.named("fwdrev")
+    assert list(fwdrev.classes) == ["forward", "reversal"]
+    assert fwdrev.map_states(states, names, "x").tolist() == [0, 0, -1, -1, 1, 1, 1, -1, -1]
+    stim = ["FWD", "REV", "REVSUS", "TURN"]  # the 4-state WT_Stim/AVA_HisCl codes
+    assert fwdrev.map_states(np.array([0, 1, 2, 3]), stim, "x").tolist() == [0, 1, 1, -1]
+    # the synthetic worm's states are Kato's: each maps to a class or is left out
+    from wormgnn.simulate import STATE_DRIVE
+
+    synthetic = list(STATE_DRIVE)
+    mapped = fwdrev.map_states(np.arange(len(synthetic)), synthetic, "synthetic")
+    assert {s for s, c in zip(synthetic, mapped, strict=True) if c < 0} == {"DT", "VT", "NOSTATE"}
+    # a custom scheme of the same name excludes only NOSTATE, and says so for turns
+    custom = Scheme.named("fwdrev", {"fwdrev": {"forward": ["FWD"], "reversal": ["REV1"]}})
+    with pytest.raises(ValueError, match=r"states \['DT'\] are not covered"):
+        custom.map_states(np.array([0, 1]), ["FWD", "DT"], "x")
+
+
 def test_custom_scheme_and_unknown_scheme():
     custom = Scheme.named("moving", {"moving": {"go": ["fwd", "rev1"], "still": ["slow"]}})
     assert custom.class_of_state() == {"FWD": 0, "REV1": 0, "SLOW": 1}
@@ -88,3 +108,17 @@ def test_real_fixture_counts_match_the_states(kato_fixture, kato_npz, tmp_path):
         for cls, n in worm["class_counts"].items():
             assert n == expected[cls.upper()]
         assert worm["n_excluded"] == expected["NOSTATE"]
+
+
+@pytest.mark.realdata
+def test_real_fixture_fwdrev_counts(kato_fixture, kato_npz, tmp_path):
+    summary = _labels(tmp_path, kato_fixture, PreprocessConfig(target_fps=None), scheme="fwdrev")
+    names = [s.upper() for s in kato_npz["state_names"]]
+    for worm, source in zip(summary["worms"], (0, 4), strict=True):
+        counts = np.bincount(kato_npz[f"states_worm{source}"], minlength=8)
+        n = {names[i]: int(c) for i, c in enumerate(counts)}
+        assert worm["class_counts"] == {
+            "forward": n["FWD"] + n["SLOW"],
+            "reversal": n["REV1"] + n["REV2"] + n["REVSUS"],
+        }
+        assert worm["n_excluded"] == n["NOSTATE"] + n["DT"] + n["VT"]

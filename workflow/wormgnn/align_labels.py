@@ -8,6 +8,9 @@ recorded span stay unlabelled). States then map to classes through a scheme:
   eighth code, NOSTATE, is excluded.
 - ``kato4``: forward (FWD+SLOW), reversal (REV1+REV2+REVSUS, and REV of the 4-state
   WT_Stim/AVA_HisCl files), turn (DT+VT, and TURN), NOSTATE excluded.
+- ``fwdrev``: forward (FWD+SLOW) against reversal (REV1+REV2+REVSUS, REV), with the turns
+  (DT, VT, TURN) excluded as well as NOSTATE: the two classes that labs without turn
+  annotations share (the synthetic worm's states map the same way).
 - any scheme defined under ``labels.schemes`` in ``config.yaml``.
 
 Excluded frames get the label ``-1``. The neurons that define the labels (AVA, SMDV,
@@ -46,8 +49,14 @@ BUILTIN_SCHEMES: dict[str, dict[str, list[str]]] = {
         "reversal": ["REV1", "REV2", "REVSUS", "REV"],
         "turn": ["DT", "VT", "TURN"],
     },
+    "fwdrev": {
+        "forward": ["FWD", "SLOW"],
+        "reversal": ["REV1", "REV2", "REVSUS", "REV"],
+    },
 }
 EXCLUDED_STATES = ("NOSTATE",)
+#: States a built-in scheme leaves out on purpose (label -1), beside ``EXCLUDED_STATES``.
+SCHEME_EXCLUDES: dict[str, tuple[str, ...]] = {"fwdrev": ("DT", "VT", "TURN")}
 #: Neurons whose activity defined the labels in Kato et al. 2015 (config default).
 LABEL_NEURONS = ("AVA", "SMDV", "SMDD", "RIB")
 
@@ -58,13 +67,17 @@ class Scheme:
 
     name: str
     classes: dict[str, list[str]]
+    excluded: tuple[str, ...] = EXCLUDED_STATES  # states labelled -1, not errors
 
     @classmethod
     def named(cls, name: str, custom: dict[str, dict[str, list[str]]] | None = None) -> Scheme:
         table = {**BUILTIN_SCHEMES, **(custom or {})}
         if name not in table:
             raise ValueError(f"labels.scheme {name!r} is unknown; choose one of {sorted(table)}")
-        return cls(name, {k: [s.upper() for s in v] for k, v in table[name].items()})
+        excluded = EXCLUDED_STATES
+        if name not in (custom or {}):
+            excluded += SCHEME_EXCLUDES.get(name, ())
+        return cls(name, {k: [s.upper() for s in v] for k, v in table[name].items()}, excluded)
 
     def class_of_state(self) -> dict[str, int]:
         return {s: i for i, states in enumerate(self.classes.values()) for s in states}
@@ -72,7 +85,7 @@ class Scheme:
     def map_states(self, states: np.ndarray, state_names: list[str], where: str) -> np.ndarray:
         """Class index per frame (-1 for excluded or unset frames)."""
         lookup = self.class_of_state()
-        unknown = [s for s in state_names if s not in lookup and s not in EXCLUDED_STATES]
+        unknown = [s for s in state_names if s not in lookup and s not in self.excluded]
         present = set(np.unique(states[states >= 0]).tolist())
         unknown = [s for s in unknown if state_names.index(s) in present]
         if unknown:
