@@ -59,7 +59,8 @@ from wormgnn.models.common import ModelOutput
 
 @dataclass
 class GNNConfig:
-    """``models.gnn`` / ``models.gnn_connectome`` in config.yaml."""
+    """``models.gnn`` in config.yaml, and the fixed-graph models that share its decoder
+    (``gnn_connectome`` and the ablations ``gnn_shuffled``, ``gnn_full``, ``gnn_nograph``)."""
 
     node_set: str = "shared"  # shared | all
     hidden: int = 64
