@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from conftest import write_old_schema
 from wormgnn import files, preprocess
-from wormgnn.kato import Recording
+from wormgnn.sources import Recording
 from wormgnn.preprocess import PreprocessConfig
 
 

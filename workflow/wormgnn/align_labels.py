@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from wormgnn import files
-from wormgnn.kato import Recording, load_recordings
+from wormgnn import files, sources
 from wormgnn.names import matches_class
+from wormgnn.preprocess import add_source_arguments
+from wormgnn.sources import Recording
 
 log = logging.getLogger("wormgnn.align_labels")
 
@@ -121,8 +123,19 @@ def behaviour_input_mask(
     )
 
 
+def check_scheme(scheme: Scheme, states: list[str], where: str) -> None:
+    """A scheme must not have a class that the recordings can never show."""
+    missing = sources.unsupported_classes(states, scheme.classes)
+    if missing:
+        raise ValueError(
+            f"{where}: label scheme {scheme.name!r} has classes {missing} that these "
+            f"recordings cannot show (their states are {', '.join(states)}); use fwdrev "
+            "(forward vs reversal), which every source supports"
+        )
+
+
 def run(
-    raw_path: Path,
+    raw: Path | Sequence[Path],
     traces_path: Path,
     scheme: Scheme,
     label_neurons: list[str],
@@ -130,8 +143,18 @@ def run(
     labels_out: Path,
     summary_out: Path,
     root: str | None = None,
+    fmt: str = "kato",
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    recordings: dict[int, Recording] = {r.worm: r for r in load_recordings(raw_path, root=root)}
+    """Labels of every worm of the raw file(s) on the preprocessed frames of
+    ``traces_path``. A worm without behaviour gets no labels (every frame ``-1``)."""
+    raw_paths = [Path(raw)] if isinstance(raw, str | Path) else [Path(p) for p in raw]
+    options = {**(options or {}), **({"root": root} if root else {})}
+    loaded = sources.load(fmt, raw_paths, options)
+    recordings: dict[int, Recording] = {r.worm: r for r in loaded}
+    carried = list(dict.fromkeys(s for r in loaded for s in r.state_names))
+    if carried:
+        check_scheme(scheme, carried, ", ".join(map(str, raw_paths)))
     classes = list(scheme.classes)
     worms_summary = []
     with (
@@ -145,7 +168,7 @@ def run(
         for key in sorted(traces["worms"], key=int):
             worm = traces["worms"][key]
             rec = recordings[int(key)]
-            where = f"{raw_path} worm {rec.worm}"
+            where = f"{rec.source_file} worm {rec.worm}"
             raw_labels = scheme.map_states(rec.states, rec.state_names, where)
             index = align_by_time(rec.time, rec.fps, worm["time"][()])
             state = np.where(index >= 0, rec.states[index], -1).astype(np.int16)
@@ -161,6 +184,8 @@ def run(
             worms_summary.append(
                 {
                     "worm": rec.worm,
+                    "file": Path(rec.source_file).name,
+                    "behaviour": rec.behaviour or None,
                     "n_frames": int(labels.size),
                     "class_counts": counts,
                     "n_excluded": int((labels < 0).sum()),
@@ -177,8 +202,17 @@ def run(
             log.info(
                 "worm %s: %s, %d frames excluded", key, counts, worms_summary[-1]["n_excluded"]
             )
+    without = [w["worm"] for w in worms_summary if not w["behaviour"]]
+    if without:
+        log.warning(
+            "%s: worms %s have no behaviour in their files; they serve the forecast task only",
+            dataset,
+            without,
+        )
     summary = {
         "dataset": dataset,
+        "has_behaviour": not without,
+        "worms_without_behaviour": without,
         "scheme": scheme.name,
         "classes": classes,
         "class_states": scheme.classes,
@@ -195,9 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m wormgnn.align_labels", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--raw", type=Path, required=True, help="Kato-layout .mat file")
+    add_source_arguments(parser)
     parser.add_argument("--traces", type=Path, required=True, help="preprocessed traces.h5")
-    parser.add_argument("--root", default=None, help="root struct name, if not a known one")
     parser.add_argument("--config", default="{}", help="the labels config block, as JSON")
     parser.add_argument("--labels", type=Path, required=True, help="output labels.h5")
     parser.add_argument("--summary", type=Path, required=True, help="output summary.json")
@@ -214,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
             bool(cfg.get("exclude_label_neurons", True)),
             args.labels,
             args.summary,
-            root=args.root,
+            fmt=args.format,
+            options=files.parse_json_arg(args.options, "options"),
         )
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -20,15 +21,16 @@ log = logging.getLogger("wormgnn")
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only on success.
+    ``suffix`` ends the temporary name (for writers that want an extension).
 
     An exception inside the block removes the temporary file, so an interrupted stage
     never leaves a half-written output under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
     # mkstemp creates the file 0600 whatever the umask; give it the mode of any new file,
     # so that group members can read results on a shared cluster when the umask allows.
     os.fchmod(fd, 0o666 & ~current_umask())
@@ -46,6 +48,15 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def sha256(path: str | Path) -> str:
+    """sha256 of a file's content, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> None:

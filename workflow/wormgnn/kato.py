@@ -16,7 +16,6 @@ Every reader error is a :class:`KatoFormatError` naming the file and the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import h5py
 import numpy as np
 
 from wormgnn import matfile
+from wormgnn.sources import Recording, SourceError
 
 KNOWN_ROOTS = ("WT_NoStim", "WT_Stim", "AVA_HisCl", "NoStim_Data")
 
@@ -36,34 +36,8 @@ _NEW_TRACES = ("deltaFOverF_bc", "deltaFOverF")
 _OLD_TIME = ("timeVectorSeconds", "timVectorSeconds")
 
 
-class KatoFormatError(ValueError):
+class KatoFormatError(SourceError):
     """A file that is not a readable Kato 2015 recording; the message says why."""
-
-
-@dataclass
-class Recording:
-    """One worm, as read from the file, before any preprocessing.
-
-    Shapes: ``T`` frames, ``N`` ROIs.
-    """
-
-    worm: int  #: index of the worm in the file (0-based)
-    description: str  #: the file's ``dataset`` string for this worm
-    fps: float
-    time: np.ndarray  #: (T,) seconds
-    dff: np.ndarray | None  #: (T, N) the file's bleach-corrected ΔF/F
-    raw: np.ndarray | None  #: (T, N) raw fluorescence (old schema ``traces_raw``)
-    roi_names: list[list[str]]  #: candidate names per ROI as written in the file
-    states: np.ndarray  #: (T,) index into ``state_names``; -1 where no state is set
-    state_names: list[str]  #: canonical upper-case state names (``FWD``, ``REV1``, ...)
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.time.shape[0])
-
-    @property
-    def n_rois(self) -> int:
-        return len(self.roi_names)
 
 
 def load_recordings(path: str | Path, root: str | None = None) -> list[Recording]:
@@ -188,6 +162,13 @@ class _Reader:
             roi_names=roi_names,
             states=states,
             state_names=state_names,
+            source_file=str(self.path),
+            trace_path=", ".join(
+                f"{self.root_name}.{f}"
+                for f in ([traces_field] if traces_field else ["traces", "traces_raw"])
+                if f in self.fields
+            ),
+            behaviour=f"{self.root_name}.States",
         )
 
     def _time(self, worm: int, n_frames: int, fps: float) -> np.ndarray:

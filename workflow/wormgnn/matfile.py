@@ -88,9 +88,10 @@ def is_hdf5(path: str | Path) -> bool:
     return h5py.is_hdf5(str(path))
 
 
-def identify_non_hdf5(path: str | Path) -> tuple[str, str]:
+def identify_non_hdf5(path: str | Path, kind: str = ".mat") -> tuple[str, str]:
     """(what a file that is not HDF5 looks like, what to do about it), from its first
-    bytes: a MATLAB v5 file, a cut-off v7.3 file, an archive, text or an HTML page."""
+    bytes: a MATLAB v5 file, a cut-off v7.3 file, an archive, text or an HTML page.
+    ``kind`` names the file the user meant (``.mat``, ``NWB``) in the advice."""
     with open(path, "rb") as handle:
         head = handle.read(512)
     if not head:
@@ -109,13 +110,13 @@ def identify_non_hdf5(path: str | Path) -> tuple[str, str]:
     archives = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive"}
     for magic, kind in archives.items():
         if head.startswith(magic):
-            return f"it is {kind}", "Extract the .mat file from it and point to that."
+            return f"it is {kind}", f"Extract the {kind} file from it and point to that."
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return (
             f"it is a binary file of another kind (first bytes {head[:8].hex(' ')})",
-            "Check that the path names the .mat file you meant.",
+            f"Check that the path names the {kind} file you meant.",
         )
     start = " ".join(text.split())[:60]
     if "<html" in text.lower() or "<!doctype" in text.lower():
@@ -125,7 +126,7 @@ def identify_non_hdf5(path: str | Path) -> tuple[str, str]:
         )
     return (
         f"it is a text file beginning {start!r}",
-        "Check that the path names the .mat file you meant.",
+        f"Check that the path names the {kind} file you meant.",
     )
 
 

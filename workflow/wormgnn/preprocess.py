@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ import h5py
 import numpy as np
 from scipy import ndimage, signal
 
-from wormgnn import files, names
-from wormgnn.kato import Recording, load_recordings
+from wormgnn import files, names, sources
+from wormgnn.sources import Recording
 
 log = logging.getLogger("wormgnn.preprocess")
 
@@ -206,23 +207,32 @@ def channel_names(cfg: PreprocessConfig) -> list[str]:
 
 # --------------------------------------------------------------------------- stage
 def run(
-    raw_path: Path,
+    raw: Path | Sequence[Path],
     dataset: str,
     cfg: PreprocessConfig,
     traces_out: Path,
     summary_out: Path,
     root: str | None = None,
+    fmt: str = "kato",
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Preprocess every worm of ``raw_path``; write ``traces.h5`` and ``summary.json``."""
-    recordings = load_recordings(raw_path, root=root)
-    log.info("%s: %d worms from %s", dataset, len(recordings), raw_path)
+    """Preprocess every worm of the raw file(s); write ``traces.h5`` and ``summary.json``.
+
+    ``fmt`` and ``options``: the file format and its reading settings
+    (:func:`wormgnn.sources.load`); ``root`` is the Kato root struct.
+    """
+    raw_paths = [Path(raw)] if isinstance(raw, str | Path) else [Path(p) for p in raw]
+    options = {**(options or {}), **({"root": root} if root else {})}
+    recordings = sources.load(fmt, raw_paths, options)
+    log.info("%s: %d worms from %s", dataset, len(recordings), ", ".join(map(str, raw_paths)))
     processed = []
     for rec in recordings:
         processed.append(preprocess_recording(rec, cfg))
         p = processed[-1]
         log.info(
-            "worm %d: %d ROIs, %d → %d frames, %.3f → %.3f fps, %d NaN filled (%s)",
+            "worm %d (%s): %d ROIs, %d → %d frames, %.3f → %.3f fps, %d NaN filled (%s, %s)",
             rec.worm,
+            Path(rec.source_file).name,
             rec.n_rois,
             rec.n_frames,
             p.time.size,
@@ -230,6 +240,7 @@ def run(
             p.fps,
             p.nan_filled,
             p.source,
+            rec.trace_path,
         )
     shared = names.shared_names(p.names for p in processed)
     with files.atomic_path(traces_out) as tmp, h5py.File(tmp, "w") as h5:
@@ -251,10 +262,13 @@ def run(
                 nan_filled=p.nan_filled,
                 source=p.source,
                 description=rec.description,
+                source_file=Path(rec.source_file).name,
+                trace_path=rec.trace_path,
             )
     summary = {
         "dataset": dataset,
-        "source_file": str(raw_path),
+        "format": fmt,
+        "source_files": [str(p) for p in raw_paths],
         "n_worms": len(processed),
         "channels": channel_names(cfg),
         "config": asdict(cfg),
@@ -264,6 +278,8 @@ def run(
             {
                 "worm": rec.worm,
                 "description": rec.description,
+                "file": Path(rec.source_file).name,
+                "trace_path": rec.trace_path,
                 "n_rois": rec.n_rois,
                 "n_rois_kept": len(p.names),
                 "n_frames": int(p.time.size),
@@ -283,13 +299,23 @@ def run(
     return summary
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The raw files and how to read them (shared with ``align_labels``)."""
+    parser.add_argument(
+        "--raw", type=Path, nargs="+", required=True, help="a Kato .mat file, or NWB files"
+    )
+    parser.add_argument("--format", choices=("kato", "nwb"), default="kato", help="file format")
+    parser.add_argument(
+        "--options", default="{}", help="reading settings as JSON (root; series, ...)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m wormgnn.preprocess", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--raw", type=Path, required=True, help="Kato-layout .mat file")
+    add_source_arguments(parser)
     parser.add_argument("--dataset", required=True, help="dataset name (recorded in outputs)")
-    parser.add_argument("--root", default=None, help="root struct name, if not a known one")
     parser.add_argument("--config", default="{}", help="the preprocess config block, as JSON")
     parser.add_argument("--traces", type=Path, required=True, help="output traces.h5")
     parser.add_argument("--summary", type=Path, required=True, help="output summary.json")
@@ -297,8 +323,11 @@ def main(argv: list[str] | None = None) -> None:
     files.setup_logging()
     try:
         cfg = PreprocessConfig.from_dict(files.parse_json_arg(args.config, "config"))
-        run(args.raw, args.dataset, cfg, args.traces, args.summary, root=args.root)
-    except ValueError as err:  # includes KatoFormatError: a message, not a traceback
+        options = files.parse_json_arg(args.options, "options")
+        run(
+            args.raw, args.dataset, cfg, args.traces, args.summary, fmt=args.format, options=options
+        )
+    except ValueError as err:  # includes SourceError: a message, not a traceback
         raise SystemExit(f"error: {err}") from err
 
 

@@ -107,15 +107,6 @@ class RunConfig:
 TRAINING_CODE = ("train.py", "data.py", "connectome.py", "names.py", "files.py", "models")
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def code_digest() -> str:
     """sha256 over the sources in :data:`TRAINING_CODE` (their paths and contents)."""
     package = Path(__file__).resolve().parent
@@ -132,7 +123,7 @@ def fingerprint(run: RunConfig, inputs: dict[str, Path]) -> dict[str, Any]:
     """What a checkpoint was fitted on: the run config, the inputs' content, the code."""
     return {
         "run": asdict(run),
-        "inputs": {name: file_digest(path) for name, path in inputs.items()},
+        "inputs": {name: files.sha256(path) for name, path in inputs.items()},
         "code": code_digest(),
     }
 
