@@ -2,6 +2,7 @@
 # The stages live in workflow/rules/; each rule runs one module of workflow/wormgnn/.
 import os
 import shlex
+import sys
 
 from snakemake.utils import min_version, validate
 
@@ -32,6 +33,10 @@ shell.prefix(
 )
 
 
+# The planner reads wormgnn.schemes (plain Python) to check the config before anything runs.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
@@ -43,4 +48,4 @@ rule all:
     input:
         data=get_data_outputs(),
         models=get_model_outputs,
-        results=get_result_outputs(),
+        results=get_result_outputs,

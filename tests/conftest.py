@@ -13,6 +13,7 @@ import yaml
 from wormgnn import matfile
 
 REPO = Path(__file__).resolve().parents[1]
+FLAVELL_ENV = "WORMGNN_FLAVELL_NWB"
 KATO_ENV = "WORMGNN_KATO_FIXTURE"
 
 #: A synthetic population small enough for a full pipeline run in seconds.
@@ -37,6 +38,18 @@ def kato_fixture() -> Path:
     path = Path(value)
     if not path.is_file():
         pytest.skip(f"{KATO_ENV}={value} does not exist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def flavell_dir() -> Path:
+    """The two real Flavell NWB recordings, located through WORMGNN_FLAVELL_NWB."""
+    value = os.environ.get(FLAVELL_ENV)
+    if not value:
+        pytest.skip(f"{FLAVELL_ENV} is not set: point it at ../shared/data/flavell2023_noid")
+    path = Path(value)
+    if len(list(path.glob("*.nwb"))) != 2:
+        pytest.skip(f"{FLAVELL_ENV}={value} does not hold the two Flavell NWB files")
     return path
 
 

@@ -1,6 +1,11 @@
 # Input functions and targets. Rules stay declarative; the logic is here.
+import glob
 import json
 import re
+
+from snakemake.exceptions import WorkflowError
+
+from wormgnn.schemes import STATES_BY_SOURCE, scheme_classes, unsupported_classes
 
 
 wildcard_constraints:
@@ -20,17 +25,103 @@ def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
-def get_raw_mat(wildcards):
-    """The raw Kato-layout file: a local path as configured, else under resources/raw."""
-    ds = dataset_config(wildcards)
+def not_pools():
+    return [name for name, ds in config["datasets"].items() if ds["source"] != "pool"]
+
+
+def member_outputs(wildcards, name):
+    """``name`` (e.g. preprocessed/traces.h5) of every member of a pool, in order."""
+    return [f"results/{m}/{name}" for m in pool_members(wildcards.dataset)]
+
+
+def raw_format(ds):
+    """The file format of a dataset's raw files: kato (one .mat) or nwb (one per worm)."""
+    if ds["source"] == "synthetic":
+        return "nwb" if ds.get("synthetic", {}).get("format") == "nwb" else "kato"
+    return "nwb" if ds["source"] in ("nwb", "dandi") else "kato"
+
+
+def nwb_files(name, ds):
+    """The files of an `nwb` dataset: its `path` as a file, a folder or a glob, sorted."""
+    path = os.path.expanduser(ds["path"])
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, "*.nwb")))
+    else:
+        found = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+    if not found:
+        raise WorkflowError(
+            f"dataset {name}: `path: {ds['path']}` matches no NWB file "
+            "(give a file, a folder of .nwb files, or a glob)"
+        )
+    return found
+
+
+def get_raw_files(wildcards):
+    """The raw files of a dataset: a Kato .mat (downloaded, simulated or local), NWB files,
+    or the manifest.json that lists the NWB files of a dandi or NWB-format synthetic set.
+    """
+    name, ds = wildcards.dataset, dataset_config(wildcards)
     if ds["source"] == "local":
-        return ds["path"]
-    return f"resources/raw/{wildcards.dataset}.mat"
+        return [ds["path"]]
+    if ds["source"] == "nwb":
+        return nwb_files(name, ds)
+    if raw_format(ds) == "nwb":
+        return [f"resources/raw/{name}/manifest.json"]
+    return [f"resources/raw/{name}.mat"]
 
 
-def get_root_arg(wildcards):
-    root = dataset_config(wildcards).get("root")
-    return f"--root {root}" if root else ""
+READ_KEYS = ("root", "series", "uncertain_names", "behaviour")
+
+
+def get_read_args(wildcards):
+    """`--format` and `--options` (how to read the raw files) of a dataset's rules."""
+    ds = dataset_config(wildcards)
+    options = {k: ds[k] for k in READ_KEYS if ds.get(k) is not None}
+    return f"--format {raw_format(ds)} --options {shlex.quote(as_json(options))}"
+
+
+def preprocess_config(name):
+    """The preprocess settings of a dataset: the top-level block, then its own."""
+    return {**config["preprocess"], **config["datasets"][name].get("preprocess", {})}
+
+
+def pool_members(name):
+    """The member datasets of a pool (checked: they exist and are not pools)."""
+    members = config["datasets"][name]["members"]
+    for member in members:
+        if member not in config["datasets"]:
+            raise WorkflowError(
+                f"pool {name}: member {member!r} is not under `datasets` "
+                f"(known: {sorted(config['datasets'])})"
+            )
+        if config["datasets"][member]["source"] == "pool":
+            raise WorkflowError(
+                f"pool {name}: member {member} is itself a pool; list its members"
+            )
+    return members
+
+
+def check_pool_schemes():
+    """Every member of a pool must support the label scheme (e.g. no turns from NWB)."""
+    labels = config["labels"]
+    try:
+        classes = scheme_classes(labels["scheme"], labels.get("schemes"))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+    for name in datasets_by_source("pool"):
+        for member in pool_members(name):
+            source = config["datasets"][member]["source"]
+            missing = unsupported_classes(STATES_BY_SOURCE[source], classes)
+            if missing:
+                raise WorkflowError(
+                    f"pool {name}: member {member} (source {source}) cannot be labelled by "
+                    f"labels.scheme {labels['scheme']}: its recordings carry the states "
+                    f"{', '.join(STATES_BY_SOURCE[source])}, so class(es) {missing} never "
+                    "occur. Use a scheme every member supports: fwdrev (forward vs reversal)."
+                )
+
+
+check_pool_schemes()
 
 
 def as_json(block):
@@ -85,7 +176,7 @@ def uses_gpu(wildcards):
 
 
 def get_truth(wildcards):
-    """The synthetic ground-truth graph, for edge scoring; none for real data."""
+    """The synthetic ground-truth graph, for edge scoring; none for real data or pools."""
     if dataset_config(wildcards)["source"] == "synthetic":
         return f"resources/raw/{wildcards.dataset}.truth.h5"
     return []
@@ -95,19 +186,75 @@ def get_truth_arg(wildcards, input):
     return f"--truth {input.truth}" if input.truth else ""
 
 
-def n_folds(dataset, protocol):
-    """Fold count from make_folds' output (a checkpoint: known once it has run)."""
+def folds_of(dataset):
+    """make_folds' output (a checkpoint: known once it has run)."""
     folds = checkpoints.make_folds.get(dataset=dataset).output.folds
     with open(folds) as handle:
-        return len(json.load(handle)[protocol])
+        return json.load(handle)
 
 
-def models_for(task):
-    """The configured models that have a variant for ``task``."""
+def n_folds(dataset, protocol):
+    return len(folds_of(dataset).get(protocol) or [])
+
+
+def node_set_of(model):
+    """The node set a model runs on: its config's node_set; the fixed-size baselines
+    (linear, mlp, lstm) always use `shared`."""
+    return (config.get("models", {}).get(model) or {}).get("node_set", "shared")
+
+
+def models_for(task, dataset=None):
+    """The configured models that have a variant for ``task`` and, once ``dataset``'s
+    folds exist, can run on it (a model on the `shared` node set needs a shared neuron).
+    """
     models = config["experiment"]["models"]
-    if task == "forecast":
-        return list(models)
-    return [m for m in models if m not in FORECAST_ONLY_MODELS]
+    if task != "forecast":
+        models = [m for m in models if m not in FORECAST_ONLY_MODELS]
+    if dataset is not None and not folds_of(dataset)["plan"]["n_shared_neurons"]:
+        skipped = [m for m in models if node_set_of(m) == "shared"]
+        note_once(
+            dataset,
+            f"no identified neuron is in every worm, so the models on the shared node set "
+            f"are not planned: {', '.join(skipped)} (those on `all` still run)",
+            bool(skipped),
+        )
+        models = [m for m in models if node_set_of(m) != "shared"]
+    return list(models)
+
+
+_NOTES = set()
+
+
+def note_once(dataset, text, when=True):
+    """Say once why something is not planned for ``dataset`` (dry runs show it)."""
+    if when and (dataset, text) not in _NOTES:
+        _NOTES.add((dataset, text))
+        print(f"wormgnn: dataset {dataset}: {text}", file=sys.stderr)
+
+
+def tasks_for(dataset):
+    """The configured tasks that ``dataset`` supports (behaviour needs labels)."""
+    plan = folds_of(dataset)["plan"]
+    tasks = list(config["experiment"]["tasks"])
+    if "behaviour" in tasks and not plan["behaviour"]:
+        note_once(
+            dataset, f"behaviour jobs are not planned: {plan['behaviour_reason']}"
+        )
+        tasks.remove("behaviour")
+    return [t for t in tasks if models_for(t, dataset)]
+
+
+def protocols_for(dataset):
+    """The configured protocols that ``dataset`` has folds for (lodo: pools only)."""
+    folds = folds_of(dataset)
+    protocols = [p for p in config["experiment"]["protocols"] if folds.get(p)]
+    missing = [p for p in config["experiment"]["protocols"] if not folds.get(p)]
+    note_once(
+        dataset,
+        f"protocol(s) {', '.join(missing)} not planned: {folds['plan'].get('lodo_reason', '')}",
+        bool(missing),
+    )
+    return protocols
 
 
 def get_fold_outputs(
@@ -123,9 +270,9 @@ def get_fold_outputs(
     protocols, models, folds and seeds, or the given subsets of them."""
     exp = config["experiment"]
     outputs = []
-    for task in tasks or exp["tasks"]:
-        for protocol in protocols or exp["protocols"]:
-            for model in models_for(task):
+    for task in tasks or tasks_for(dataset):
+        for protocol in protocols or protocols_for(dataset):
+            for model in models_for(task, dataset):
                 if models is not None and model not in models:
                     continue
                 outputs += expand(
@@ -173,10 +320,10 @@ def get_aggregate_inputs(wildcards):
     )
 
 
-def showcase():
+def showcase(dataset):
     """The fold job whose held-out worm the trace and ethogram figures show: lowo
     (else the first protocol), fold 0, the first seed."""
-    protocols = config["experiment"]["protocols"]
+    protocols = protocols_for(dataset)
     return {
         "protocol": "lowo" if "lowo" in protocols else protocols[0],
         "fold": 0,
@@ -188,12 +335,12 @@ def get_showcase_predictions(task, skip=FORECAST_ONLY_MODELS):
     """Input function: the showcase fold's predictions.h5 of every model of ``task``."""
 
     def inputs(wildcards):
-        pick = showcase()
+        pick = showcase(wildcards.dataset)
         return get_fold_outputs(
             wildcards.dataset,
             tasks=[task],
             protocols=[pick["protocol"]],
-            models=[m for m in models_for(task) if m not in skip],
+            models=[m for m in models_for(task, wildcards.dataset) if m not in skip],
             folds=[pick["fold"]],
             seeds=[pick["seed"]],
             name="predictions.h5",
@@ -207,19 +354,29 @@ def get_summaries(tasks, name="summary.csv"):
     ``tasks`` (as run)."""
 
     def inputs(wildcards):
-        exp = config["experiment"]
         return expand(
             f"results/{{dataset}}/{{task}}/{{protocol}}/{name}",
             dataset=wildcards.dataset,
-            task=[t for t in exp["tasks"] if t in tasks and models_for(t)],
-            protocol=exp["protocols"],
+            task=[t for t in tasks_for(wildcards.dataset) if t in tasks],
+            protocol=protocols_for(wildcards.dataset),
         )
 
     return inputs
 
 
-def graph_task():
-    tasks = config["experiment"]["tasks"]
+def get_frame_s_arg(wildcards):
+    """The frame period of a dataset's preprocessed traces, for a time axis (a pool's
+    rate is known once it has run: its summary says)."""
+    ds = dataset_config(wildcards)
+    if ds["source"] == "pool":
+        fps = ds.get("target_fps")
+    else:
+        fps = preprocess_config(wildcards.dataset).get("target_fps")
+    return f"--frame-s {1 / fps}" if fps else ""
+
+
+def graph_task(dataset):
+    tasks = tasks_for(dataset)
     return "forecast" if "forecast" in tasks else tasks[0]
 
 
@@ -230,8 +387,8 @@ def get_graph_runs(name):
     def inputs(wildcards):
         return get_fold_outputs(
             wildcards.dataset,
-            tasks=[graph_task()],
-            protocols=[showcase()["protocol"]],
+            tasks=[graph_task(wildcards.dataset)],
+            protocols=[showcase(wildcards.dataset)["protocol"]],
             models=["gnn"],
             name=name,
         )
@@ -239,38 +396,36 @@ def get_graph_runs(name):
     return inputs
 
 
-def figure_names():
-    """The figures the configured experiment can draw."""
-    exp = config["experiment"]
+def figure_names(dataset):
+    """The figures the configured experiment can draw on ``dataset``."""
     names = ["rulegraph"]
-    forecast = "forecast" in exp["tasks"] and models_for("forecast")
-    behaviour = "behaviour" in exp["tasks"] and models_for("behaviour")
+    tasks = tasks_for(dataset)
+    forecast = "forecast" in tasks
     if forecast:
         names += ["forecast_score"]
-        if [m for m in models_for("forecast") if m not in FORECAST_ONLY_MODELS]:
+        if [
+            m for m in models_for("forecast", dataset) if m not in FORECAST_ONLY_MODELS
+        ]:
             names += ["forecast_traces"]
-    if behaviour:
+    if "behaviour" in tasks:
         names += ["ethogram", "confusion"]
-    if forecast or behaviour:
+    if tasks:
         names += ["comparison"]
-    if "gnn" in exp["models"]:
+    if "gnn" in models_for(graph_task(dataset), dataset) if tasks else False:
         names += ["graph"]
     return names
 
 
-def get_result_outputs():
-    """Stages 5-6 of every target dataset: aggregates and figures (static paths)."""
-    exp = config["experiment"]
+def get_result_outputs(wildcards):
+    """Stages 5-6 of every target dataset: aggregates and figures (once the folds exist)."""
     outputs = []
     for dataset in get_target_datasets():
-        for task in exp["tasks"]:
-            if models_for(task):
-                outputs += expand(
-                    "results/{dataset}/{task}/{protocol}/{name}",
-                    dataset=dataset,
-                    task=task,
-                    protocol=exp["protocols"],
-                    name=["summary.csv", "stats.json"],
-                )
-        outputs += [f"results/{dataset}/figures/{n}.png" for n in figure_names()]
+        outputs += expand(
+            "results/{dataset}/{task}/{protocol}/{name}",
+            dataset=dataset,
+            task=tasks_for(dataset),
+            protocol=protocols_for(dataset),
+            name=["summary.csv", "stats.json"],
+        )
+        outputs += [f"results/{dataset}/figures/{n}.png" for n in figure_names(dataset)]
     return outputs

@@ -15,7 +15,7 @@ rule train:
         f"benchmarks/{FOLD_SUBDIR}/train.tsv"
     wildcard_constraints:
         task="forecast|behaviour",
-        protocol="lowo|within",
+        protocol="lowo|within|lodo",
         fold=r"\d+",
         seed=r"\d+",
     conda:
@@ -45,7 +45,7 @@ rule evaluate:
         f"logs/{FOLD_SUBDIR}/evaluate.log",
     wildcard_constraints:
         task="forecast|behaviour",
-        protocol="lowo|within",
+        protocol="lowo|within|lodo",
         fold=r"\d+",
         seed=r"\d+",
     conda:

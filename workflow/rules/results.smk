@@ -27,7 +27,7 @@ rule aggregate:
         "logs/{dataset}/{task}/{protocol}/aggregate.log",
     wildcard_constraints:
         task="forecast|behaviour",
-        protocol="lowo|within",
+        protocol="lowo|within|lodo",
     conda:
         "../../envs/figures.yaml"
     params:
@@ -130,11 +130,7 @@ rule figure_forecast_score:
     conda:
         "../../envs/figures.yaml"
     params:
-        frame_s=(
-            f"--frame-s {1 / config['preprocess']['target_fps']}"
-            if config.get("preprocess", {}).get("target_fps")
-            else ""
-        ),
+        frame_s=get_frame_s_arg,
     shell:
         "log_to {log} python -m wormgnn.figures forecast-score --summary {input.summaries}"
         " {params.frame_s} --out {output.png}"
@@ -225,8 +221,8 @@ rule figure_graph:
     params:
         truth=get_truth_arg,
         connectome=config["experiment"]["connectome"],
-        task=graph_task(),  # for the caption
-        protocol=showcase()["protocol"],
+        task=lambda wc: graph_task(wc.dataset),  # for the caption
+        protocol=lambda wc: showcase(wc.dataset)["protocol"],
     shell:
         "log_to {log} python -m wormgnn.figures graph --predictions {input.predictions}"
         " --metrics {input.metrics} {params.truth} --connectome {params.connectome}"

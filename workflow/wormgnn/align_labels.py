@@ -40,25 +40,16 @@ import numpy as np
 from wormgnn import files, sources
 from wormgnn.names import matches_class
 from wormgnn.preprocess import add_source_arguments
+from wormgnn.schemes import (
+    EXCLUDED_STATES,
+    SCHEME_EXCLUDES,
+    scheme_classes,
+    unsupported_classes,
+)
 from wormgnn.sources import Recording
 
 log = logging.getLogger("wormgnn.align_labels")
 
-BUILTIN_SCHEMES: dict[str, dict[str, list[str]]] = {
-    "kato8": {s.lower(): [s] for s in ("FWD", "SLOW", "DT", "VT", "REV1", "REV2", "REVSUS")},
-    "kato4": {
-        "forward": ["FWD", "SLOW"],
-        "reversal": ["REV1", "REV2", "REVSUS", "REV"],
-        "turn": ["DT", "VT", "TURN"],
-    },
-    "fwdrev": {
-        "forward": ["FWD", "SLOW"],
-        "reversal": ["REV1", "REV2", "REVSUS", "REV"],
-    },
-}
-EXCLUDED_STATES = ("NOSTATE",)
-#: States a built-in scheme leaves out on purpose (label -1), beside ``EXCLUDED_STATES``.
-SCHEME_EXCLUDES: dict[str, tuple[str, ...]] = {"fwdrev": ("DT", "VT", "TURN")}
 #: Neurons whose activity defined the labels in Kato et al. 2015 (config default).
 LABEL_NEURONS = ("AVA", "SMDV", "SMDD", "RIB")
 
@@ -73,13 +64,11 @@ class Scheme:
 
     @classmethod
     def named(cls, name: str, custom: dict[str, dict[str, list[str]]] | None = None) -> Scheme:
-        table = {**BUILTIN_SCHEMES, **(custom or {})}
-        if name not in table:
-            raise ValueError(f"labels.scheme {name!r} is unknown; choose one of {sorted(table)}")
+        classes = scheme_classes(name, custom)
         excluded = EXCLUDED_STATES
         if name not in (custom or {}):
             excluded += SCHEME_EXCLUDES.get(name, ())
-        return cls(name, {k: [s.upper() for s in v] for k, v in table[name].items()}, excluded)
+        return cls(name, {k: [s.upper() for s in v] for k, v in classes.items()}, excluded)
 
     def class_of_state(self) -> dict[str, int]:
         return {s: i for i, states in enumerate(self.classes.values()) for s in states}
@@ -125,7 +114,7 @@ def behaviour_input_mask(
 
 def check_scheme(scheme: Scheme, states: list[str], where: str) -> None:
     """A scheme must not have a class that the recordings can never show."""
-    missing = sources.unsupported_classes(states, scheme.classes)
+    missing = unsupported_classes(states, scheme.classes)
     if missing:
         raise ValueError(
             f"{where}: label scheme {scheme.name!r} has classes {missing} that these "

@@ -140,11 +140,18 @@ def load_dataset(
 Segments = dict[int, list[tuple[int, int]]]
 
 
+PROTOCOLS = ("lowo", "within", "lodo")
+
+
 def fold_segments(folds_path: Path, protocol: str, fold: int) -> tuple[Segments, Segments]:
     """Train and test segments of one fold, keyed by worm."""
     folds = files.read_json(folds_path)
-    if protocol not in ("lowo", "within"):
-        raise ValueError(f"protocol {protocol!r} is unknown; use lowo or within")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is unknown; use one of {PROTOCOLS}")
+    if protocol not in folds:
+        raise ValueError(
+            f"{folds_path}: no {protocol} folds ({folds.get('plan', {}).get('lodo_reason')})"
+        )
     if not 0 <= fold < len(folds[protocol]):
         raise ValueError(
             f"{folds_path}: {protocol} has {len(folds[protocol])} folds, not fold {fold}"

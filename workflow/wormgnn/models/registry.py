@@ -16,7 +16,9 @@ from wormgnn.models.nri import ConnectomeGNN, GNNConfig, RelationalGNN
 
 @dataclass
 class PersistenceConfig:
-    """``persistence`` has no settings."""
+    """``persistence`` copies each node's last frame, so it runs on either node set."""
+
+    node_set: str = "shared"
 
 
 MODEL_CONFIGS: dict[str, type] = {

@@ -16,26 +16,12 @@ A ``pool`` dataset is not read from raw files: it merges its members' preprocess
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-#: The behavioural states each file format can carry. Kato's files carry Kato's states;
-#: an NWB recording carries forward and reversal (bouts or signed velocity), no turns.
-KATO_STATES = ("FWD", "SLOW", "DT", "VT", "REV1", "REV2", "REVSUS", "NOSTATE", "REV", "TURN")
-NWB_STATES = ("FWD", "REV")
-#: The states a dataset of each ``source`` carries (known before anything is read; the
-#: synthetic worm carries Kato's states in either file format).
-STATES_BY_SOURCE = {
-    "osf": KATO_STATES,
-    "local": KATO_STATES,
-    "synthetic": KATO_STATES,
-    "nwb": NWB_STATES,
-    "dandi": NWB_STATES,
-}
 
 
 class SourceError(ValueError):
@@ -94,10 +80,3 @@ def load(fmt: str, paths: Sequence[str | Path], options: dict[str, Any] | None =
 
         return load_files(paths, NWBOptions.from_dict(options))
     raise SourceError(f"unknown file format {fmt!r}; use kato or nwb")
-
-
-def unsupported_classes(states: Iterable[str], classes: dict[str, list[str]]) -> list[str]:
-    """The classes of a label scheme that recordings carrying ``states`` can never show:
-    a class none of whose states they carry (Kato's turns in a Flavell NWB file)."""
-    carried = {s.upper() for s in states}
-    return [name for name, members in classes.items() if not carried & {s.upper() for s in members}]

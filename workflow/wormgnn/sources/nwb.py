@@ -62,7 +62,8 @@ import numpy as np
 
 from wormgnn import files, matfile
 from wormgnn.kato import canonical_state
-from wormgnn.sources import NWB_STATES, Recording, SourceError
+from wormgnn.schemes import NWB_STATES
+from wormgnn.sources import Recording, SourceError
 
 log = logging.getLogger("wormgnn.sources.nwb")
 
@@ -104,11 +105,26 @@ class NWBOptions:
         return opts
 
 
+def expand_paths(paths: Sequence[Path]) -> list[Path]:
+    """The NWB files that ``paths`` name: files as given, a folder's ``*.nwb`` sorted, and
+    the files a ``manifest.json`` lists (of a DANDI download or an export)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(path.glob("*.nwb"))
+        elif path.suffix == ".json":
+            found += [path.parent / entry["file"] for entry in files.read_json(path)["files"]]
+        else:
+            found.append(path)
+    return found
+
+
 def load_files(paths: Sequence[Path], opts: NWBOptions) -> list[Recording]:
-    """One :class:`Recording` per file, worm ``i`` from ``paths[i]``."""
+    """One :class:`Recording` per file, worm ``i`` from the ``i``-th file."""
+    paths = expand_paths(paths)
     if not paths:
         raise SourceError("no NWB files to read")
-    return [load_file(Path(p), i, opts) for i, p in enumerate(paths)]
+    return [load_file(p, i, opts) for i, p in enumerate(paths)]
 
 
 def load_file(path: Path, worm: int, opts: NWBOptions) -> Recording:
