@@ -6,63 +6,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import MODULE, write_nwb
 from wormgnn import align_labels, export, files, preprocess, simulate
 from wormgnn.sources import SourceError, load
 from wormgnn.sources.nwb import TRACE_PATHS, NWBOptions, velocity_states
-
-MODULE = "processing/CalciumActivity"
-
-
-def write_nwb(
-    path: Path,
-    data: np.ndarray,
-    *,
-    container: str | None = "SignalRawFluor",
-    container_type: str = "Fluorescence",
-    rate: float | None = 2.0,
-    timestamps: np.ndarray | None = None,
-    labels: list[str] | None = None,
-    ragged: bool = False,
-    neuron_ids: bool = False,
-    bouts: np.ndarray | None = None,
-    velocity: np.ndarray | None = None,
-) -> Path:
-    """A file in the C. elegans NWB layout with what the arguments ask for."""
-    with h5py.File(path, "w") as h5:
-        h5.attrs["neurodata_type"] = "NWBFile"
-        where = f"{MODULE}/{container}" if container else MODULE
-        if container:
-            h5.require_group(where).attrs["neurodata_type"] = container_type
-        series = h5.create_group(f"{where}/SignalCalciumImResponseSeries")
-        series.create_dataset("data", data=data.astype(np.float32))
-        if timestamps is not None:
-            series.create_dataset("timestamps", data=timestamps)
-        elif rate is not None:
-            start = series.create_dataset("starting_time", data=0.0)
-            start.attrs["rate"] = rate
-        if labels is not None and neuron_ids:
-            h5.create_dataset(f"{MODULE}/NeuronIDs/labels", data=labels, dtype=h5py.string_dtype())
-        elif labels is not None:
-            table = h5.create_group(
-                f"{MODULE}/CalciumSeriesSegmentation/Aligned_neuron_coordinates"
-            )
-            if ragged:
-                chars = [c for label in labels for c in label]
-                table.create_dataset("ID_labels", data=chars, dtype=h5py.string_dtype())
-                table.create_dataset("ID_labels_index", data=np.cumsum([len(x) for x in labels]))
-            else:
-                table.create_dataset("ID_labels", data=labels, dtype=h5py.string_dtype())
-            rois = series.create_dataset("rois", data=np.arange(len(labels)))
-            rois.attrs["table"] = table.ref
-        if bouts is not None:
-            ev = h5.create_group("processing/Behavior/reversal_events/reversal_events")
-            ev.create_dataset("data", data=bouts)
-        if velocity is not None:
-            v = h5.create_group("processing/Behavior/velocity/velocity")
-            v.create_dataset("data", data=velocity)
-            start = v.create_dataset("starting_time", data=0.0)
-            start.attrs["rate"] = rate or 2.0
-    return path
 
 
 def traces(n_frames=40, n_rois=4, seed=0):

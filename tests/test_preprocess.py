@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from conftest import write_old_schema
 from wormgnn import files, preprocess
-from wormgnn.sources import Recording
 from wormgnn.preprocess import PreprocessConfig
+from wormgnn.sources import Recording
 
 
 def test_dff_from_raw_removes_bleaching_and_recovers_transients():
