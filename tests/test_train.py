@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from wormgnn import evaluate, metrics, train
+from wormgnn import evaluate, files, metrics, train
 from wormgnn.train import RunConfig, load_checkpoint, run_training
 
 FAST = {"max_epochs": 3, "batch_size": 64, "patience": 5}
@@ -266,12 +266,12 @@ def test_sigterm_stops_training_and_a_changed_input_starts_afresh(tiny_results, 
     assert "error: stopped by SIGTERM; rerun to resume" in stderr.splitlines()[-1]
     saved = torch.load(partial, weights_only=False)
     assert saved["state"]["epoch"] >= 2 and not (out / "model.pt").exists()
-    assert saved["fingerprint"]["inputs"]["traces"] == train.file_digest(traces)
+    assert saved["fingerprint"]["inputs"]["traces"] == files.sha256(traces)
 
     with h5py.File(traces, "r+") as h5:  # as if preprocessing had been rerun differently
         h5["worms/1/traces"][...] = h5["worms/1/traces"][()] * 1.01
     restarted = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    _wait_for_epoch(partial, 1, restarted, train.file_digest(traces))
+    _wait_for_epoch(partial, 1, restarted, files.sha256(traces))
     restarted.send_signal(signal.SIGTERM)
     _, stderr = restarted.communicate(timeout=60)
     assert "its input files have changed since (traces); starting afresh" in stderr
@@ -320,7 +320,7 @@ def test_sigterm_stops_at_the_next_batch_and_resumes_to_the_same_model(
     a, b = load_checkpoint(out / "model.pt"), load_checkpoint(straight / "model.pt")
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key])
-    assert a["meta"]["inputs_sha256"]["traces"] == train.file_digest(tiny_results["traces"])
+    assert a["meta"]["inputs_sha256"]["traces"] == files.sha256(tiny_results["traces"])
 
 
 def test_the_code_fingerprint_covers_every_module_training_imports():

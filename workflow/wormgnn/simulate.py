@@ -149,6 +149,9 @@ class SyntheticConfig:
     drive_gain: float = 1.5
     dt_s: float = 0.05
     nan_gaps_per_worm: int = 3
+    #: The raw form the workflow gives the dataset: the .mat this module writes, or
+    #: (nwb) one NWB file per worm exported from it by wormgnn.export.
+    format: str = "mat"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SyntheticConfig:
@@ -159,6 +162,8 @@ class SyntheticConfig:
                 f"synthetic: need n_core ({cfg.n_core}) <= rois_per_worm ({lo}..{hi}) <= "
                 f"n_neurons ({cfg.n_neurons})"
             )
+        if cfg.format not in ("mat", "nwb"):
+            raise ValueError(f"synthetic.format is {cfg.format!r}; use mat or nwb")
         if cfg.graph not in ("connectome", "random"):
             raise ValueError(f"synthetic.graph is {cfg.graph!r}; use connectome or random")
         return cfg
