@@ -124,3 +124,5 @@ def test_pool_of_synthetic_nwb_and_real_flavell_through_lodo(tmp_path, flavell_d
     for k in (0, 1):
         metrics = files.read_json(res / f"forecast/lodo/gnn/fold{k}/seed0/metrics.json")
         assert metrics["node_set"] == "all"
+    figures = {"forecast_score", "forecast_traces", "comparison", "graph", "rulegraph"}
+    assert {p.stem for p in (res / "figures").glob("*.png")} == figures
