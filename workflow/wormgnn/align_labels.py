@@ -1,4 +1,10 @@
-"""Behaviour labels: Kato states → class labels on the preprocessed frames.
+"""Behaviour labels: behavioural states → class labels on the preprocessed frames.
+
+The states are Kato's in a Kato file, and ``FWD``/``REV`` in another lab's NWB file
+(:mod:`wormgnn.sources.nwb`). A worm whose file has no behaviour gets no labels (every
+frame ``-1``); ``summary.json`` says so (``has_behaviour``), and the workflow then plans
+no behaviour job for the dataset. A scheme with a class the recordings cannot show
+(``kato4``'s turn for NWB reversal bouts) is an error.
 
 States are aligned **by time**: each preprocessed frame takes the state of the raw frame
 nearest in time, provided one lies within half a raw frame period (frames outside the

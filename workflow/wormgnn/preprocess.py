@@ -1,4 +1,6 @@
-"""ΔF/F preprocessing: raw Kato file → ``preprocessed/{traces.h5, summary.json}``.
+"""ΔF/F preprocessing: raw recordings → ``preprocessed/{traces.h5, summary.json}``.
+
+The raw files are a Kato ``.mat`` or NWB files (:func:`wormgnn.sources.load`).
 
 Per worm, in this order:
 
@@ -22,7 +24,8 @@ Per worm, in this order:
     /worms/<i>/names      (N,) normalised identity, "" for unnamed ROIs
     /worms/<i>/roi_labels (N,) the file's candidate names, "/"-joined
     /worms/<i>/roi_index  (N,) ROI index in the file (dropped ROIs are absent)
-                          attrs: fps, fps_raw, n_frames_raw, nan_filled, source, ...
+                          attrs: fps, fps_raw, n_frames_raw, nan_filled, source,
+                          source_file, trace_path (and member, member_worm in a pool)
 """
 
 from __future__ import annotations
