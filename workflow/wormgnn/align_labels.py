@@ -129,6 +129,67 @@ def check_scheme(scheme: Scheme, states: list[str], where: str) -> None:
         )
 
 
+def write_worm_labels(
+    out: h5py.File,
+    key: str,
+    scheme: Scheme,
+    state: np.ndarray,
+    state_names: list[str],
+    worm: h5py.Group,
+    label_neurons: list[str],
+    exclude_label_neurons: bool,
+    where: str,
+) -> dict[str, Any]:
+    """Write one worm's labels (its per-frame ``state`` through ``scheme``), states and
+    input mask under ``/worms/<key>``; return its summary entry."""
+    labels = scheme.map_states(state, state_names, where)
+    roi_names = files.read_strings(worm["names"])
+    mask = behaviour_input_mask(roi_names, label_neurons, exclude_label_neurons)
+    g = out.create_group(f"worms/{key}")
+    g.create_dataset("labels", data=labels)
+    g.create_dataset("state", data=state)
+    g.create_dataset("behaviour_input", data=mask)
+    files.write_strings(g, "state_names", state_names)
+    counts = class_counts(labels, list(scheme.classes))
+    log.info("worm %s: %s, %d frames excluded", key, counts, int((labels < 0).sum()))
+    return {
+        "n_frames": int(labels.size),
+        "class_counts": counts,
+        "n_excluded": int((labels < 0).sum()),
+        "excluded_input_neurons": [n for n, m in zip(roi_names, mask, strict=True) if not m],
+    }
+
+
+def labels_summary(
+    dataset: str,
+    scheme: Scheme,
+    label_neurons: list[str],
+    exclude_label_neurons: bool,
+    worms: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """``summary.json`` of a labels stage; ``worms`` entries say ``behaviour`` (falsy:
+    none in the file)."""
+    without = [w["worm"] for w in worms if not w["behaviour"]]
+    if without:
+        log.warning(
+            "%s: worms %s have no behaviour in their files; they serve the forecast task only",
+            dataset,
+            without,
+        )
+    return {
+        "dataset": dataset,
+        "has_behaviour": not without,
+        "worms_without_behaviour": without,
+        "scheme": scheme.name,
+        "classes": list(scheme.classes),
+        "class_states": scheme.classes,
+        "excluded_states": list(scheme.excluded),
+        "label_neurons": label_neurons,
+        "exclude_label_neurons": exclude_label_neurons,
+        "worms": worms,
+    }
+
+
 def run(
     raw: Path | Sequence[Path],
     traces_path: Path,
@@ -167,55 +228,31 @@ def run(
             raw_labels = scheme.map_states(rec.states, rec.state_names, where)
             index = align_by_time(rec.time, rec.fps, worm["time"][()])
             state = np.where(index >= 0, rec.states[index], -1).astype(np.int16)
-            labels = np.where(index >= 0, raw_labels[index], -1).astype(np.int8)
-            roi_names = files.read_strings(worm["names"])
-            mask = behaviour_input_mask(roi_names, label_neurons, exclude_label_neurons)
-            g = out.create_group(f"worms/{key}")
-            g.create_dataset("labels", data=labels)
-            g.create_dataset("state", data=state)
-            g.create_dataset("behaviour_input", data=mask)
-            files.write_strings(g, "state_names", rec.state_names)
-            counts = class_counts(labels, classes)
+            entry = write_worm_labels(
+                out,
+                key,
+                scheme,
+                state,
+                rec.state_names,
+                worm,
+                label_neurons,
+                exclude_label_neurons,
+                where,
+            )
             worms_summary.append(
                 {
                     "worm": rec.worm,
                     "file": Path(rec.source_file).name,
                     "behaviour": rec.behaviour or None,
-                    "n_frames": int(labels.size),
-                    "class_counts": counts,
-                    "n_excluded": int((labels < 0).sum()),
+                    **entry,
                     "n_frames_raw": rec.n_frames,
                     "class_counts_raw": class_counts(raw_labels, classes),
                     "state_counts_raw": {
                         s: int((rec.states == i).sum()) for i, s in enumerate(rec.state_names)
                     },
-                    "excluded_input_neurons": [
-                        n for n, m in zip(roi_names, mask, strict=True) if not m
-                    ],
                 }
             )
-            log.info(
-                "worm %s: %s, %d frames excluded", key, counts, worms_summary[-1]["n_excluded"]
-            )
-    without = [w["worm"] for w in worms_summary if not w["behaviour"]]
-    if without:
-        log.warning(
-            "%s: worms %s have no behaviour in their files; they serve the forecast task only",
-            dataset,
-            without,
-        )
-    summary = {
-        "dataset": dataset,
-        "has_behaviour": not without,
-        "worms_without_behaviour": without,
-        "scheme": scheme.name,
-        "classes": classes,
-        "class_states": scheme.classes,
-        "excluded_states": list(EXCLUDED_STATES),
-        "label_neurons": label_neurons,
-        "exclude_label_neurons": exclude_label_neurons,
-        "worms": worms_summary,
-    }
+    summary = labels_summary(dataset, scheme, label_neurons, exclude_label_neurons, worms_summary)
     files.write_json(summary_out, summary)
     return summary
 

@@ -26,7 +26,6 @@ import http.client
 import json
 import logging
 import math
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from wormgnn import files
+from wormgnn.download import stream
 
 log = logging.getLogger("wormgnn.dandi")
 
@@ -191,7 +189,6 @@ def verify(asset: Asset, digests: Digests, received: int) -> str:
 def fetch(api: str, asset: Asset, out: Path) -> str:
     """Stream ``asset`` to ``out`` atomically; return the digest that verified it."""
     url = f"{api.rstrip('/')}/assets/{urllib.parse.quote(asset.asset_id)}/download/"
-    received = 0
     try:
         response = urllib.request.urlopen(url, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as err:
@@ -203,21 +200,7 @@ def fetch(api: str, asset: Asset, out: Path) -> str:
             length = response.headers.get("Content-Length")
             expected = int(length) if length is not None else asset.size
             digests = Digests(asset.size if asset.size is not None else expected or 0)
-            bar = tqdm(
-                total=expected,
-                unit="B",
-                unit_scale=True,
-                desc=asset.path,
-                file=sys.stderr,
-                disable=None,
-                mininterval=2.0,
-            )
-            with bar:
-                while chunk := response.read(_CHUNK):
-                    sink.write(chunk)
-                    digests.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
+            received = stream(response, sink, asset.path, expected, digests.update)
         if expected is not None and received != expected:
             raise DandiError(
                 f"{asset.path}: received {received} bytes but the server announced "

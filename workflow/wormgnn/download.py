@@ -19,9 +19,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
@@ -99,10 +100,33 @@ def find_file(remote: list[RemoteFile], wanted: str, node: str) -> RemoteFile:
     )
 
 
+def stream(
+    response: Any, sink: BinaryIO, name: str, expected: int | None, on_chunk: Callable
+) -> int:
+    """Copy a response body to ``sink`` with a progress bar (on a terminal), calling
+    ``on_chunk`` on every chunk; return the number of bytes received."""
+    received = 0
+    bar = tqdm(
+        total=expected,
+        unit="B",
+        unit_scale=True,
+        desc=name,
+        file=sys.stderr,
+        disable=None,
+        mininterval=2.0,
+    )
+    with bar:
+        while chunk := response.read(_CHUNK):
+            sink.write(chunk)
+            on_chunk(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    return received
+
+
 def fetch(remote: RemoteFile, out: Path, pinned_sha256: str | None = None) -> str:
     """Stream ``remote`` to ``out`` atomically and return its verified sha256."""
     digest = hashlib.sha256()
-    received = 0
     with files.atomic_path(out) as tmp:
         with (
             urllib.request.urlopen(remote.url, timeout=_TIMEOUT_S) as response,
@@ -110,21 +134,7 @@ def fetch(remote: RemoteFile, out: Path, pinned_sha256: str | None = None) -> st
         ):
             length = response.headers.get("Content-Length")
             expected = int(length) if length is not None else remote.size
-            bar = tqdm(
-                total=expected,
-                unit="B",
-                unit_scale=True,
-                desc=remote.name,
-                file=sys.stderr,
-                disable=None,
-                mininterval=2.0,
-            )
-            with bar:
-                while chunk := response.read(_CHUNK):
-                    sink.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
+            received = stream(response, sink, remote.name, expected, digest.update)
         for what, size in (("the server announced", expected), ("OSF lists", remote.size)):
             if size is not None and received != size:
                 raise DownloadError(

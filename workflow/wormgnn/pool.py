@@ -31,9 +31,9 @@ from wormgnn.align_labels import (
     LABEL_NEURONS,
     Scheme,
     align_by_time,
-    behaviour_input_mask,
     check_scheme,
-    class_counts,
+    labels_summary,
+    write_worm_labels,
 )
 from wormgnn.preprocess import resample, zscore
 
@@ -194,37 +194,27 @@ def run_labels(
                 check_scheme(scheme, state_names, where)
             index = align_by_time(m_time, m_fps, worm["time"][()])
             state = np.where(index >= 0, m_state[index], -1).astype(np.int16)
-            labels = scheme.map_states(state, state_names, where).astype(np.int8)
-            roi_names = files.read_strings(worm["names"])
-            mask = behaviour_input_mask(roi_names, label_neurons, exclude_label_neurons)
-            g = out.create_group(f"worms/{key}")
-            g.create_dataset("labels", data=labels)
-            g.create_dataset("state", data=state)
-            g.create_dataset("behaviour_input", data=mask)
-            files.write_strings(g, "state_names", state_names)
+            entry = write_worm_labels(
+                out,
+                key,
+                scheme,
+                state,
+                state_names,
+                worm,
+                label_neurons,
+                exclude_label_neurons,
+                where,
+            )
             worms_summary.append(
                 {
                     "worm": int(key),
                     "member": member,
                     "member_worm": member_worm,
                     "behaviour": bool(state_names),
-                    "n_frames": int(labels.size),
-                    "class_counts": class_counts(labels, classes),
-                    "n_excluded": int((labels < 0).sum()),
+                    **entry,
                 }
             )
-    without = [w["worm"] for w in worms_summary if not w["behaviour"]]
-    summary = {
-        "dataset": dataset,
-        "has_behaviour": not without,
-        "worms_without_behaviour": without,
-        "scheme": scheme.name,
-        "classes": classes,
-        "class_states": scheme.classes,
-        "label_neurons": label_neurons,
-        "exclude_label_neurons": exclude_label_neurons,
-        "worms": worms_summary,
-    }
+    summary = labels_summary(dataset, scheme, label_neurons, exclude_label_neurons, worms_summary)
     files.write_json(summary_out, summary)
     return summary
 
