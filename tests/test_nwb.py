@@ -16,6 +16,32 @@ def traces(n_frames=40, n_rois=4, seed=0):
     return 100.0 + np.random.default_rng(seed).normal(size=(n_frames, n_rois))
 
 
+def preprocess_nwb(path, tmp_path):
+    """Preprocess one NWB file to ``tmp_path/t.h5``; return the summary."""
+    return preprocess.run(
+        [path],
+        "x",
+        preprocess.PreprocessConfig(),
+        tmp_path / "t.h5",
+        tmp_path / "p.json",
+        fmt="nwb",
+    )
+
+
+def label_nwb(path, tmp_path, scheme, label_neurons):
+    """Labels of one preprocessed NWB file to ``tmp_path/l.h5``; return the summary."""
+    return align_labels.run(
+        [path],
+        tmp_path / "t.h5",
+        align_labels.Scheme.named(scheme),
+        label_neurons,
+        True,
+        tmp_path / "l.h5",
+        tmp_path / "l.json",
+        fmt="nwb",
+    )
+
+
 def read_one(path: Path, **options):
     (rec,) = load("nwb", [path], options)
     return rec
@@ -116,60 +142,19 @@ def test_a_recording_without_behaviour_serves_forecasting_only(tmp_path):
     path = write_nwb(tmp_path / "a.nwb", traces(), labels=["AVAL", "B", "C", "D"])
     rec = read_one(path)
     assert not rec.has_behaviour and (rec.states == -1).all()
-    pre = preprocess.run(
-        [path],
-        "x",
-        preprocess.PreprocessConfig(),
-        tmp_path / "t.h5",
-        tmp_path / "p.json",
-        fmt="nwb",
-    )
+    pre = preprocess_nwb(path, tmp_path)
     assert pre["worms"][0]["file"] == "a.nwb"
-    summary = align_labels.run(
-        [path],
-        tmp_path / "t.h5",
-        align_labels.Scheme.named("kato4"),
-        ["AVA"],
-        True,
-        tmp_path / "l.h5",
-        tmp_path / "l.json",
-        fmt="nwb",
-    )
+    summary = label_nwb(path, tmp_path, "kato4", ["AVA"])
     assert summary["has_behaviour"] is False and summary["worms_without_behaviour"] == [0]
 
 
 def test_a_scheme_with_turns_is_refused_for_bouts(tmp_path):
     path = write_nwb(tmp_path / "a.nwb", traces(), bouts=np.array([[3, 5]]))
-    preprocess.run(
-        [path],
-        "x",
-        preprocess.PreprocessConfig(),
-        tmp_path / "t.h5",
-        tmp_path / "p.json",
-        fmt="nwb",
-    )
+    preprocess_nwb(path, tmp_path)
     with pytest.raises(ValueError, match=r"classes \['turn'\].*use fwdrev"):
-        align_labels.run(
-            [path],
-            tmp_path / "t.h5",
-            align_labels.Scheme.named("kato4"),
-            [],
-            True,
-            tmp_path / "l.h5",
-            tmp_path / "l.json",
-            fmt="nwb",
-        )
+        label_nwb(path, tmp_path, "kato4", [])
     assert not (tmp_path / "l.h5").exists()
-    s = align_labels.run(
-        [path],
-        tmp_path / "t.h5",
-        align_labels.Scheme.named("fwdrev"),
-        [],
-        True,
-        tmp_path / "l.h5",
-        tmp_path / "l.json",
-        fmt="nwb",
-    )
+    s = label_nwb(path, tmp_path, "fwdrev", [])
     assert s["classes"] == ["forward", "reversal"] and s["worms"][0]["class_counts"]["reversal"] > 0
 
 
