@@ -197,6 +197,15 @@ def n_folds(dataset, protocol):
     return len(folds_of(dataset).get(protocol) or [])
 
 
+def plan_of(dataset):
+    """What ``dataset`` supports, from folds.json (see wormgnn.make_folds.plan)."""
+    return {
+        "behaviour": True,
+        "n_shared_neurons": None,
+        **folds_of(dataset).get("plan", {}),
+    }
+
+
 def node_set_of(model):
     """The node set a model runs on: its config's node_set; the fixed-size baselines
     (linear, mlp, lstm) always use `shared`."""
@@ -210,7 +219,7 @@ def models_for(task, dataset=None):
     models = config["experiment"]["models"]
     if task != "forecast":
         models = [m for m in models if m not in FORECAST_ONLY_MODELS]
-    if dataset is not None and not folds_of(dataset)["plan"]["n_shared_neurons"]:
+    if dataset is not None and plan_of(dataset)["n_shared_neurons"] == 0:
         skipped = [m for m in models if node_set_of(m) == "shared"]
         note_once(
             dataset,
@@ -234,7 +243,7 @@ def note_once(dataset, text, when=True):
 
 def tasks_for(dataset):
     """The configured tasks that ``dataset`` supports (behaviour needs labels)."""
-    plan = folds_of(dataset)["plan"]
+    plan = plan_of(dataset)
     tasks = list(config["experiment"]["tasks"])
     if "behaviour" in tasks and not plan["behaviour"]:
         note_once(
@@ -251,7 +260,7 @@ def protocols_for(dataset):
     missing = [p for p in config["experiment"]["protocols"] if not folds.get(p)]
     note_once(
         dataset,
-        f"protocol(s) {', '.join(missing)} not planned: {folds['plan'].get('lodo_reason', '')}",
+        f"protocol(s) {', '.join(missing)} not planned: {plan_of(dataset).get('lodo_reason')}",
         bool(missing),
     )
     return protocols
@@ -365,11 +374,14 @@ def get_summaries(tasks, name="summary.csv"):
 
 
 def get_frame_s_arg(wildcards):
-    """The frame period of a dataset's preprocessed traces, for a time axis (a pool's
-    rate is known once it has run: its summary says)."""
-    ds = dataset_config(wildcards)
-    if ds["source"] == "pool":
-        fps = ds.get("target_fps")
+    """The frame period of a dataset's preprocessed traces, for a time axis: from its
+    preprocessed summary (known by the time figures are planned), else the config."""
+    summary = f"results/{wildcards.dataset}/preprocessed/summary.json"
+    if dataset_config(wildcards)["source"] == "pool" and os.path.exists(summary):
+        with open(summary) as handle:
+            fps = json.load(handle)["fps"]
+    elif dataset_config(wildcards)["source"] == "pool":
+        fps = dataset_config(wildcards).get("target_fps")
     else:
         fps = preprocess_config(wildcards.dataset).get("target_fps")
     return f"--frame-s {1 / fps}" if fps else ""
