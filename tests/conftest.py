@@ -107,11 +107,13 @@ def write_config(path: Path, config: dict) -> Path:
 
 def tiny_config(datasets: dict, **overrides) -> dict:
     """A complete config for ``datasets``; by default it stops before training
-    (``experiment.models: []``), so that a test runs only the stages it is about."""
+    (``experiment.models: []``) and trains without hyperparameter selection, so that a
+    test runs only the stages it is about."""
     config = {
         "targets": {"datasets": list(datasets)},
         "datasets": datasets,
         "experiment": {"models": []},
+        "selection": {"enabled": False},
     }
     config.update(overrides)
     return config

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import REPO, TINY_SYNTHETIC, run_snakemake, tiny_config, write_config
-from wormgnn import aggregate, files
+from wormgnn import aggregate, files, train
 
 pytestmark = pytest.mark.workflow
 
@@ -281,3 +281,44 @@ def test_log_to_keeps_stderr_in_the_log_and_shows_a_failure(tmp_path, script, st
     assert result.returncode == status
     assert result.stderr.startswith(console) if console else result.stderr == ""
     assert log.read_text().strip()  # everything the command said is in the log
+
+
+def test_selection_through_the_ablations_to_the_comparison_figure(tmp_path):
+    """With selection on, every selected (model, fold) gets a selection.json before its
+    training jobs, the runs train with the chosen point, and the study reaches the
+    comparison figure with the graph ablations beside the gnn."""
+    models = ["persistence", "linear", "gnn", "gnn_nograph", "gnn_full"]
+    small = {"hidden": [8, 16]}
+    config = tiny_config(
+        {"tiny": {"source": "synthetic", "synthetic": {**TINY_SYNTHETIC, "n_worms": 2}}},
+        preprocess=FAST_PREPROCESS,
+        experiment={
+            "tasks": ["forecast"],
+            "models": models,
+            "protocols": ["lowo"],
+            "seeds": [0],
+            "window": 8,
+            "horizon": 2,
+        },
+        selection={"enabled": True, "budget": 2},
+        training={"max_epochs": 1, "device": "cpu"},
+        models={
+            "linear": {"search": {"alpha": [1.0, 1000.0]}},
+            **{m: {"message": 8, "search": small} for m in models if m.startswith("gnn")},
+        },
+    )
+    cfg = write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path, configfile=cfg)
+    res = tmp_path / "results" / "tiny" / "forecast" / "lowo"
+    for model in models[1:]:
+        for fold in (0, 1):
+            chosen = files.read_json(res / model / f"fold{fold}" / "selection.json")
+            assert chosen["budget"] == 2 and chosen["candidates"][0]["val_worms"] == [1 - fold]
+            trained = train.load_checkpoint(res / model / f"fold{fold}" / "seed0" / "model.pt")
+            for key, value in chosen["chosen"].items():
+                assert trained["run"]["model_params"][key] == value
+    assert not (res / "persistence" / "fold0" / "selection.json").exists()
+    assert (tmp_path / "results" / "tiny" / "figures" / "comparison.png").is_file()
+    stats = files.read_json(res / "stats.json")
+    compared = {c["model"] for c in stats["comparisons"]}
+    assert {"gnn_nograph", "gnn_full"} <= compared

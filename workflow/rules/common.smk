@@ -6,6 +6,7 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from wormgnn.schemes import STATES_BY_SOURCE, scheme_classes, unsupported_classes
+from wormgnn.search import grid
 
 
 wildcard_constraints:
@@ -144,12 +145,15 @@ NEURAL_MODELS = (
 )
 FORECAST_ONLY_MODELS = ("persistence",)
 FOLD_SUBDIR = "{dataset}/{task}/{protocol}/{model}/fold{fold}/seed{seed}"
+SELECTION = "results/{dataset}/{task}/{protocol}/{model}/fold{fold}/selection.json"
 FOLD_DIR = f"results/{FOLD_SUBDIR}"
 
 
 def get_run_config(wildcards):
-    """The resolved configuration of one training job, as JSON for the module."""
+    """The resolved configuration of one training job, as JSON for the module (select
+    has no seed wildcard: it trains with the first seed)."""
     params = dict(config.get("models", {}).get(wildcards.model) or {})
+    params.pop("search", None)
     training = {**config.get("training", {}), **params.pop("training", {})}
     exp = config["experiment"]
     run = {
@@ -158,7 +162,7 @@ def get_run_config(wildcards):
         "protocol": wildcards.protocol,
         "model": wildcards.model,
         "fold": int(wildcards.fold),
-        "seed": int(wildcards.seed),
+        "seed": int(wildcards.get("seed", exp["seeds"][0])),
         "window": exp["window"],
         "horizon": exp["horizon"],
         "exclude_label_neurons": config["labels"]["exclude_label_neurons"],
@@ -167,6 +171,51 @@ def get_run_config(wildcards):
         "model_params": params,
     }
     return as_json(run)
+
+
+def selects(model):
+    """Whether ``model``'s hyperparameters are selected per fold (it has a search grid)."""
+    return bool(config["selection"]["enabled"] and search_of(model))
+
+
+def search_of(model):
+    return (config.get("models", {}).get(model) or {}).get("search") or {}
+
+
+def check_search_budgets():
+    """Every selected model has exactly `selection.budget` candidates per task (the
+    same budget for all), and persistence, which has no hyperparameters, none."""
+    if not config["selection"]["enabled"]:
+        return
+    budget = config["selection"]["budget"]
+    exp = config["experiment"]
+    for model in exp["models"]:
+        if model in FORECAST_ONLY_MODELS:
+            continue
+        for task in exp["tasks"]:
+            try:
+                size = len(grid(search_of(model), task))
+            except ValueError as err:
+                raise WorkflowError(f"models.{model}.{err}") from None
+            if size != budget:
+                raise WorkflowError(
+                    f"models.{model}.search has {size} candidate(s) for {task}, but "
+                    f"selection.budget is {budget}: every model gets the same budget. Give "
+                    f"it {budget} (the product of its value lists), or set "
+                    "selection.enabled: false to train with the configured values."
+                )
+
+
+check_search_budgets()
+
+
+def get_selection(wildcards):
+    """The fold's selection.json when the model is selected, else nothing."""
+    return SELECTION.format(**wildcards) if selects(wildcards.model) else []
+
+
+def get_selection_arg(wildcards, input):
+    return f"--selection {input.selection}" if input.selection else ""
 
 
 def uses_gpu(wildcards):

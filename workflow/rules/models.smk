@@ -1,11 +1,41 @@
 # Stages 3-4: per-fold training (on a GPU where one exists) and evaluation.
 
 
+rule select:
+    input:
+        traces="results/{dataset}/preprocessed/traces.h5",
+        labels="results/{dataset}/labels/labels.h5",
+        folds="results/{dataset}/folds.json",
+    output:
+        selection=SELECTION,
+    log:
+        "logs/{dataset}/{task}/{protocol}/{model}/fold{fold}/select.log",
+    benchmark:
+        "benchmarks/{dataset}/{task}/{protocol}/{model}/fold{fold}/select.tsv"
+    wildcard_constraints:
+        task="forecast|behaviour",
+        protocol="lowo|within|lodo",
+        fold=r"\d+",
+    conda:
+        TORCH_ENV
+    threads: 2
+    resources:
+        gpu=uses_gpu,
+    params:
+        run=get_run_config,
+        search=lambda wc: as_json(search_of(wc.model)),
+    shell:
+        "log_to {log} python -m wormgnn.select --traces {input.traces} --labels {input.labels}"
+        " --folds {input.folds} --run {params.run:q} --search {params.search:q}"
+        " --threads {threads} --out {output.selection}"
+
+
 rule train:
     input:
         traces="results/{dataset}/preprocessed/traces.h5",
         labels="results/{dataset}/labels/labels.h5",
         folds="results/{dataset}/folds.json",
+        selection=get_selection,
     output:
         model=f"{FOLD_DIR}/model.pt",
         history=f"{FOLD_DIR}/history.csv",
@@ -25,9 +55,10 @@ rule train:
         gpu=uses_gpu,
     params:
         run=get_run_config,
+        selection=get_selection_arg,
     shell:
         "log_to {log} python -m wormgnn.train --traces {input.traces} --labels {input.labels}"
-        " --folds {input.folds} --run {params.run:q} --threads {threads}"
+        " --folds {input.folds} --run {params.run:q} {params.selection} --threads {threads}"
         " --model-file {output.model} --history {output.history}"
 
 
@@ -37,6 +68,7 @@ rule evaluate:
         traces="results/{dataset}/preprocessed/traces.h5",
         labels="results/{dataset}/labels/labels.h5",
         folds="results/{dataset}/folds.json",
+        selection=get_selection,
         truth=get_truth,
     output:
         metrics=f"{FOLD_DIR}/metrics.json",
@@ -54,8 +86,9 @@ rule evaluate:
     params:
         run=get_run_config,
         truth=get_truth_arg,
+        selection=get_selection_arg,
     shell:
         "log_to {log} python -m wormgnn.evaluate --traces {input.traces} --labels {input.labels}"
-        " --folds {input.folds} --run {params.run:q} --threads {threads}"
+        " --folds {input.folds} --run {params.run:q} {params.selection} --threads {threads}"
         " --model-file {input.model} {params.truth} --metrics {output.metrics}"
         " --predictions {output.predictions}"

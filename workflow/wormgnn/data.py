@@ -93,8 +93,11 @@ def load_dataset(
     window: int,
     horizon: int,
     exclude_label_neurons: bool = True,
+    only_worms: set[int] | None = None,
 ) -> Dataset:
-    """Read ``traces.h5`` (and ``labels.h5``) into per-worm tensors for one node set."""
+    """Read ``traces.h5`` (and ``labels.h5``) into per-worm tensors for one node set;
+    ``only_worms``: read these worms' traces and labels only (selection never reads the
+    test worm)."""
     if task not in TASKS:
         raise ValueError(f"task {task!r} is unknown; use one of {TASKS}")
     if node_set not in NODE_SETS:
@@ -112,6 +115,8 @@ def load_dataset(
                 usable = lb[f"worms/{key}/behaviour_input"][()]
                 blocked |= {n for n, ok in zip(names, usable, strict=True) if n and not ok}
         for key in sorted(tr["worms"], key=int):
+            if only_worms is not None and int(key) not in only_worms:
+                continue
             g = tr[f"worms/{key}"]
             names = files.read_strings(g["names"])
             if node_set == "shared":

@@ -37,7 +37,8 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,11 +263,31 @@ class Prepared:
         )
 
 
-def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared:
-    """Load the node set the model needs and this fold's fit/validation/test segments."""
+def selection_split(
+    train: Segments, protocol: str, val_fraction: float, gap: int
+) -> tuple[Segments, Segments, str]:
+    """Hyperparameter selection's (fit, validation) inside a fold's training data: across
+    worms (``lowo``, ``lodo``) with two or more training worms, the last training worm is
+    held out; otherwise the end of each training worm's frames, as training does."""
+    worms = sorted(train)
+    if protocol in ("lowo", "lodo") and len(worms) >= 2:
+        held = worms[-1]
+        fit = {w: segs for w, segs in train.items() if w != held}
+        return fit, {held: train[held]}, f"training worm {held} held out"
+    fit, val = split_validation(train, val_fraction, gap)
+    return fit, val, f"the last {val_fraction:.0%} of each training worm's frames"
+
+
+def prepare(
+    run: RunConfig, traces: Path, labels: Path, folds: Path, selection: bool = False
+) -> Prepared:
+    """Load the node set the model needs and this fold's fit/validation/test segments.
+    With ``selection``, only the fold's training worms are read, split by
+    :func:`selection_split`, and there is no test segment."""
     mcfg = model_config(run.model, run.model_params)
     if run.task == "behaviour" and run.model in FORECAST_ONLY:
         raise ValueError(f"{run.model} is a forecast-only model; it has no behaviour variant")
+    train, test = fold_segments(folds, run.protocol, run.fold)
     ds = load_dataset(
         traces,
         labels,
@@ -275,10 +296,14 @@ def prepare(run: RunConfig, traces: Path, labels: Path, folds: Path) -> Prepared
         run.window,
         run.horizon,
         run.exclude_label_neurons,
+        only_worms=set(train) if selection else None,
     )
-    train, test = fold_segments(folds, run.protocol, run.fold)
     cfg = run.train_config()
-    fit, val = split_validation(train, cfg.val_fraction, gap=ds.span)
+    if selection:
+        fit, val, _ = selection_split(train, run.protocol, cfg.val_fraction, ds.span)
+        train, test = fit, {}
+    else:
+        fit, val = split_validation(train, cfg.val_fraction, gap=ds.span)
     graphs = None
     if run.model in ("gnn_connectome", "gnn_shuffled"):  # wiring permuted by the seed
         shuffle = run.seed if run.model == "gnn_shuffled" else None
@@ -645,13 +670,39 @@ def run_training(
     return fit_classical(run, prep, out, history)
 
 
-def parse_run(argv: list[str] | None, description: str) -> tuple[argparse.Namespace, RunConfig]:
-    """Arguments shared by ``train`` and ``evaluate``."""
+def with_point(run: RunConfig, point: dict[str, Any]) -> RunConfig:
+    """``run`` with hyperparameters set: ``training.<key>`` in its training settings,
+    any other key in its model parameters."""
+    training, params = dict(run.training), dict(run.model_params)
+    for key, value in point.items():
+        if key.startswith("training."):
+            training[key.removeprefix("training.")] = value
+        else:
+            params[key] = value
+    return replace(run, training=training, model_params=params)
+
+
+def apply_selection(run: RunConfig, selection: Path) -> RunConfig:
+    """``run`` with the hyperparameters that ``select`` chose for its fold."""
+    chosen = files.read_json(selection)
+    where = {k: chosen["run"][k] for k in ("dataset", "task", "protocol", "model", "fold")}
+    if where != {k: getattr(run, k) for k in where}:
+        raise ValueError(f"{selection} is the selection of {where}, not of this run")
+    return with_point(run, chosen["chosen"])
+
+
+def parse_run(
+    argv: list[str] | None,
+    description: str,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[argparse.Namespace, RunConfig]:
+    """Arguments shared by ``train``, ``evaluate`` and ``select`` (which adds its own
+    through ``more`` and has no model file)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--traces", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--folds", type=Path, required=True)
-    parser.add_argument("--model-file", type=Path, required=True, help="model.pt")
+    parser.add_argument("--model-file", type=Path, required=more is None, help="model.pt")
     parser.add_argument("--run", required=True, help="the resolved run config, as JSON")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--history", type=Path, help="history.csv (train)")
@@ -660,6 +711,11 @@ def parse_run(argv: list[str] | None, description: str) -> tuple[argparse.Namesp
     parser.add_argument(
         "--truth", type=Path, default=None, help="synthetic ground truth (evaluate)"
     )
+    parser.add_argument(
+        "--selection", type=Path, default=None, help="selection.json: the chosen hyperparameters"
+    )
+    if more is not None:
+        more(parser)
     args = parser.parse_args(argv)
     files.setup_logging()
     if args.threads:
@@ -667,8 +723,12 @@ def parse_run(argv: list[str] | None, description: str) -> tuple[argparse.Namesp
     values = files.parse_json_arg(args.run, "run")
     try:
         run = RunConfig(**values)
+        if args.selection:
+            run = apply_selection(run, args.selection)
     except TypeError as err:
         raise SystemExit(f"error: --run: {err}") from err
+    except (ValueError, KeyError) as err:
+        raise SystemExit(f"error: --selection: {err}") from err
     return args, run
 
 

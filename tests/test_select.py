@@ -1,0 +1,126 @@
+"""Hyperparameter selection: grids, the split inside the training data, a poisoned test
+worm that changes nothing, and train/evaluate applying the choice."""
+
+import logging
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from wormgnn import files, select, train
+from wormgnn.search import grid
+from wormgnn.train import RunConfig, selection_split
+
+FAST = {"max_epochs": 2, "batch_size": 64, "patience": 2}
+
+
+def test_grid_is_the_product_with_task_specific_keys():
+    search = {"hidden": [8, 16], "training.weight_decay": [0.1, 1.0], "forecast": {"alpha": [1]}}
+    assert len(grid(search, "behaviour")) == 4
+    points = grid(search, "forecast")
+    assert len(points) == 4 and points[0] == {"hidden": 8, "training.weight_decay": 0.1, "alpha": 1}
+    assert grid({}, "forecast") == [{}]
+    with pytest.raises(ValueError, match="hidden must list"):
+        grid({"hidden": 8}, "forecast")
+
+
+def test_selection_split_never_touches_the_test_data():
+    train_segs = {1: [(0, 100)], 2: [(0, 80)], 3: [(0, 90)]}
+    fit, val, how = selection_split(train_segs, "lowo", 0.2, 5)
+    assert fit == {1: [(0, 100)], 2: [(0, 80)]} and val == {3: [(0, 90)]} and "worm 3" in how
+    fit, val, how = selection_split({4: [(0, 100)]}, "lodo", 0.2, 5)
+    assert val == {4: [(80, 100)]} and fit == {4: [(0, 75)]} and "last 20%" in how
+    within = {1: [(0, 40), (60, 100)]}
+    fit, val, _ = selection_split(within, "within", 0.25, 0)
+    assert val == {1: [(80, 100)]}  # 25 % of the 80 training frames, from the end
+    covered = {w for segs in (fit, val) for w in segs}
+    assert covered <= set(within)
+
+
+def _run(model, **params):
+    return RunConfig(
+        dataset="tiny",
+        task="forecast",
+        protocol="lowo",
+        model=model,
+        fold=0,
+        seed=0,
+        window=8,
+        horizon=2,
+        training=FAST,
+        model_params=params,
+    )
+
+
+def _select(tiny, traces, out, model="mlp", search=None):
+    search = search or {"hidden": [8, 16], "dropout": [0.0, 0.3]}
+    run = _run(model, layers=1) if model == "mlp" else _run(model)
+    return select.run_selection(run, search, traces, tiny["labels"], tiny["folds"], out)
+
+
+def test_poisoned_test_worm_leaves_every_selection_unchanged(tiny_results, tmp_path):
+    """Fold 0 of lowo tests on worm 0. Replacing worm 0's traces with noise must not
+    change anything selection writes: it never reads the test worm."""
+    poisoned = tmp_path / "poisoned.h5"
+    shutil.copy(tiny_results["traces"], poisoned)
+    with h5py.File(poisoned, "r+") as h5:
+        x = h5["worms/0/traces"]
+        x[...] = np.random.default_rng(0).normal(size=x.shape).astype(np.float32) * 5
+    for model, search in (
+        ("mlp", None),
+        ("linear", {"forecast": {"alpha": [0.1, 10.0, 1000.0, 100000.0]}}),
+    ):
+        clean = _select(
+            tiny_results, tiny_results["traces"], tmp_path / model / "a" / "s.json", model, search
+        )
+        dirty = _select(tiny_results, poisoned, tmp_path / model / "b" / "s.json", model, search)
+        assert clean == dirty
+        assert clean["budget"] == 4 and len({c["val_score"] for c in clean["candidates"]}) > 1
+        assert all(0 not in c["fit_worms"] + c["val_worms"] for c in clean["candidates"])
+        assert clean["candidates"][0]["val_worms"] == [2]  # the last training worm
+
+
+def test_a_finished_candidate_is_not_trained_again(tiny_results, tmp_path, caplog):
+    out = tmp_path / "s.json"
+    first = _select(tiny_results, tiny_results["traces"], out)
+    caplog.set_level(logging.INFO, logger="wormgnn.select")
+    again = _select(tiny_results, tiny_results["traces"], out)
+    assert first == again and caplog.text.count("(done before)") == 4
+
+
+def test_train_and_evaluate_apply_the_selection(tiny_results, tmp_path):
+    out = tmp_path / "fold0" / "selection.json"
+    chosen = _select(tiny_results, tiny_results["traces"], out)["chosen"]
+    run = train.apply_selection(_run("mlp", layers=1), out)
+    assert run.model_params == {"layers": 1, **chosen}
+    with pytest.raises(ValueError, match="not of this run"):
+        train.apply_selection(_run("lstm"), out)
+    model = tmp_path / "seed0" / "model.pt"
+    args = [
+        "--traces",
+        str(tiny_results["traces"]),
+        "--labels",
+        str(tiny_results["labels"]),
+        "--folds",
+        str(tiny_results["folds"]),
+        "--model-file",
+        str(model),
+        "--run",
+        files.json.dumps(_as_json(_run("mlp", layers=1))),
+        "--selection",
+        str(out),
+    ]
+    train.main([*args, "--history", str(tmp_path / "h.csv")])
+    assert train.load_checkpoint(model)["run"]["model_params"] == {"layers": 1, **chosen}
+    from wormgnn import evaluate
+
+    evaluate.main(
+        [*args, "--metrics", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.h5")]
+    )
+    assert files.read_json(tmp_path / "m.json")["model"] == "mlp"
+
+
+def _as_json(run):
+    from dataclasses import asdict
+
+    return asdict(run)

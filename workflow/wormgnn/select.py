@@ -1,0 +1,133 @@
+"""Hyperparameter selection inside a fold's training data: ``.../fold{k}/selection.json``.
+
+Each model declares a small grid (``models.<name>.search`` in config.yaml): a list of
+values per hyperparameter, the grid being their product. Keys are the model's settings,
+or ``training.<key>`` for its training loop (``training.weight_decay``); a mapping under
+``forecast:`` or ``behaviour:`` applies to that task only (``linear``'s ``alpha`` is its
+forecast penalty, ``C`` its behaviour penalty). Every model gets the same budget: the
+same number of candidates (``selection.budget``), each trained by the same loop with
+the same settings.
+
+For one (dataset, task, protocol, model, fold), every candidate is trained with the
+fold's first seed on the fold's training worms only and scored on validation data drawn
+from them (:func:`wormgnn.train.selection_split`): with two or more training worms
+across worms (``lowo``, ``lodo``), the last training worm is held out; otherwise the end
+of each training worm's frames. The score is training's own validation metric
+(forecast: -MSE over horizons; behaviour: macro-F1). The test worm or test block is never
+read. ``selection.json`` holds the chosen point, every candidate's score, and the split;
+``train`` and ``evaluate`` apply the chosen point (``--selection``).
+
+Candidates are trained one after another in ``<fold>/selection/``; a finished candidate
+is not trained again when the job is rerun, and an interrupted one resumes from its last
+epoch, as training does.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from wormgnn import files
+from wormgnn.data import fold_segments
+from wormgnn.models import NEURAL_MODELS
+from wormgnn.search import grid
+from wormgnn.train import (
+    RunConfig,
+    Stopped,
+    fit_classical,
+    fit_neural,
+    parse_run,
+    prepare,
+    selection_split,
+    with_point,
+)
+
+log = logging.getLogger("wormgnn.select")
+
+
+def run_selection(
+    run: RunConfig,
+    search: dict[str, Any],
+    traces: Path,
+    labels: Path,
+    folds: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Train and score every candidate of ``search`` on this fold's training data."""
+    points = grid(search, run.task)
+    workdir = out.parent / "selection"
+    candidates = []
+    for i, point in enumerate(points):
+        cand = with_point(run, point)
+        done = workdir / f"candidate{i}.json"
+        if done.exists() and files.read_json(done).get("run") == asdict(cand):
+            result = files.read_json(done)
+            log.info(
+                "candidate %d/%d %s: val_score %.4f (done before)",
+                i + 1,
+                len(points),
+                point,
+                result["val_score"],
+            )
+        else:
+            prep = prepare(cand, traces, labels, folds, selection=True)
+            fit = fit_neural if cand.model in NEURAL_MODELS else fit_classical
+            checkpoint = fit(
+                cand, prep, workdir / f"candidate{i}.pt", workdir / f"candidate{i}.csv"
+            )
+            result = {
+                "run": asdict(cand),
+                "point": point,
+                "val_score": float(checkpoint["best_val_score"]),
+                "best_epoch": int(checkpoint.get("best_epoch", 0)),
+                "fit_worms": sorted(prep.fit),
+                "val_worms": sorted(prep.val),
+            }
+            files.write_json(done, result)
+            (workdir / f"candidate{i}.pt").unlink(missing_ok=True)
+            log.info(
+                "candidate %d/%d %s: val_score %.4f", i + 1, len(points), point, result["val_score"]
+            )
+        candidates.append(result)
+    best = max(range(len(candidates)), key=lambda i: candidates[i]["val_score"])
+    train, _ = fold_segments(folds, run.protocol, run.fold)
+    _, _, split = selection_split(train, run.protocol, run.train_config().val_fraction, 0)
+    summary = {
+        "run": {k: getattr(run, k) for k in ("dataset", "task", "protocol", "model", "fold")},
+        "seed": run.seed,
+        "metric": "-MSE over horizons" if run.task == "forecast" else "macro-F1",
+        "split": split,
+        "budget": len(points),
+        "chosen": candidates[best]["point"],
+        "chosen_index": best,
+        "candidates": [
+            {k: c[k] for k in ("point", "val_score", "best_epoch", "fit_worms", "val_worms")}
+            for c in candidates
+        ],
+    }
+    files.write_json(out, summary)
+    log.info("chose %s (val_score %.4f)", summary["chosen"], candidates[best]["val_score"])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    def arguments(parser):
+        parser.add_argument("--search", default="{}", help="the model's search space, as JSON")
+        parser.add_argument("--out", type=Path, required=True, help="output selection.json")
+
+    args, run = parse_run(argv, __doc__.split("\n")[0], arguments)
+    try:
+        search = files.parse_json_arg(args.search, "search")
+        run_selection(run, search, args.traces, args.labels, args.folds, args.out)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    except Stopped as stopped:
+        print(f"error: {stopped}; rerun to resume", file=sys.stderr)
+        raise SystemExit(stopped.status) from None
+
+
+if __name__ == "__main__":
+    main()
