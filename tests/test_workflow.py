@@ -115,6 +115,23 @@ def test_invalid_config_stops_with_the_key_named(tmp_path, override, named):
     assert "Failed validating" not in result.stdout and len(result.stdout.splitlines()) < 12
 
 
+def test_a_search_grid_off_budget_is_refused(tmp_path):
+    """Every model gets the same selection budget: a grid of another size stops the run."""
+    config = tiny_config(
+        {"tiny": {"source": "synthetic"}},
+        experiment={"models": ["linear", "mlp"], "tasks": ["forecast"]},
+        selection={"enabled": True, "budget": 2},
+        models={"linear": {"search": {"alpha": [1.0, 10.0]}}, "mlp": {"search": {"hidden": [8]}}},
+    )
+    result = run_snakemake(
+        tmp_path, "-n", configfile=write_config(tmp_path / "c.yaml", config), check=False
+    )
+    assert result.returncode != 0
+    assert "models.mlp.search has 1 candidate(s) for forecast, but selection.budget is 2" in (
+        result.stdout
+    )
+
+
 def test_unknown_target_dataset_is_named(tmp_path):
     config = tiny_config({"tiny": {"source": "synthetic"}})
     config["targets"]["datasets"] = ["tinny"]
