@@ -80,12 +80,21 @@ def test_poisoned_test_worm_leaves_every_selection_unchanged(tiny_results, tmp_p
         assert clean["candidates"][0]["val_worms"] == [2]  # the last training worm
 
 
-def test_a_finished_candidate_is_not_trained_again(tiny_results, tmp_path, caplog):
+def test_a_finished_candidate_is_not_trained_again_on_the_same_inputs(
+    tiny_results, tmp_path, caplog
+):
     out = tmp_path / "s.json"
     first = _select(tiny_results, tiny_results["traces"], out)
     caplog.set_level(logging.INFO, logger="wormgnn.select")
     again = _select(tiny_results, tiny_results["traces"], out)
     assert first == again and caplog.text.count("(done before)") == 4
+    changed = tmp_path / "changed.h5"  # a training worm's traces change: train afresh
+    shutil.copy(tiny_results["traces"], changed)
+    with h5py.File(changed, "r+") as h5:
+        h5["worms/1/traces"][...] *= 1.01
+    caplog.clear()
+    _select(tiny_results, changed, out)
+    assert "(done before)" not in caplog.text and caplog.text.count("}: val_score") == 4
 
 
 def test_train_and_evaluate_apply_the_selection(tiny_results, tmp_path):

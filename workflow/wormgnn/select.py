@@ -18,15 +18,15 @@ read. ``selection.json`` holds the chosen point, every candidate's score, and th
 ``train`` and ``evaluate`` apply the chosen point (``--selection``).
 
 Candidates are trained one after another in ``<fold>/selection/``; a finished candidate
-is not trained again when the job is rerun, and an interrupted one resumes from its last
-epoch, as training does.
+is not trained again when the job is rerun on the same inputs and code (its fingerprint,
+as for a training checkpoint), and an interrupted one resumes from its last epoch, as
+training does.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from wormgnn.search import grid
 from wormgnn.train import (
     RunConfig,
     Stopped,
+    fingerprint,
     fit_classical,
     fit_neural,
     parse_run,
@@ -60,11 +61,14 @@ def run_selection(
     points = grid(search, run.task)
     workdir = out.parent / "selection"
     candidates = []
+    inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
     for i, point in enumerate(points):
         cand = with_point(run, point)
         done = workdir / f"candidate{i}.json"
-        if done.exists() and files.read_json(done).get("run") == asdict(cand):
-            result = files.read_json(done)
+        print_now = fingerprint(cand, inputs)
+        saved = files.read_json(done) if done.exists() else {}
+        if saved.get("fingerprint") == print_now:
+            result = saved
             log.info(
                 "candidate %d/%d %s: val_score %.4f (done before)",
                 i + 1,
@@ -75,11 +79,10 @@ def run_selection(
         else:
             prep = prepare(cand, traces, labels, folds, selection=True)
             fit = fit_neural if cand.model in NEURAL_MODELS else fit_classical
-            checkpoint = fit(
-                cand, prep, workdir / f"candidate{i}.pt", workdir / f"candidate{i}.csv"
-            )
+            model = workdir / f"candidate{i}.pt"
+            checkpoint = fit(cand, prep, model, workdir / f"candidate{i}.csv")
             result = {
-                "run": asdict(cand),
+                "fingerprint": print_now,
                 "point": point,
                 "val_score": float(checkpoint["best_val_score"]),
                 "best_epoch": int(checkpoint.get("best_epoch", 0)),
@@ -87,7 +90,7 @@ def run_selection(
                 "val_worms": sorted(prep.val),
             }
             files.write_json(done, result)
-            (workdir / f"candidate{i}.pt").unlink(missing_ok=True)
+            model.unlink(missing_ok=True)
             log.info(
                 "candidate %d/%d %s: val_score %.4f", i + 1, len(points), point, result["val_score"]
             )
