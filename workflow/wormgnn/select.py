@@ -14,7 +14,8 @@ from them (:func:`wormgnn.train.selection_split`): with two or more training wor
 across worms (``lowo``, ``lodo``), the last training worm is held out; otherwise the end
 of each training worm's frames. The score is training's own validation metric
 (forecast: -MSE over horizons; behaviour: macro-F1). Only the training worms' traces are
-read; under ``within``, no window or encoder context reaches the test block or its gap. ``selection.json`` holds the chosen point, every candidate's score, and the split;
+read; under ``within``, no window or encoder context reaches the test block or its gap.
+``selection.json`` holds the chosen point, every candidate's score, and the split;
 ``train`` and ``evaluate`` apply the chosen point (``--selection``).
 
 Candidates are trained one after another in ``<fold>/selection/``; a finished candidate
