@@ -221,9 +221,10 @@ def download(
         entries = []
         for asset in assets:
             out = root / asset.path
-            if out.is_file() and out.stat().st_size == (asset.size or out.stat().st_size):
+            size = out.stat().st_size if out.is_file() else None
+            if size is not None and asset.size in (None, size):
                 try:
-                    how = verify(asset, file_digests(out, out.stat().st_size), out.stat().st_size)
+                    how = verify(asset, file_digests(out, size), size)
                     log.info("%s: already here and verified (%s); not downloaded", asset.path, how)
                     entries.append(_entry(asset, how))
                     continue

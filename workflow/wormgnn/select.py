@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from wormgnn import files
-from wormgnn.data import fold_segments
 from wormgnn.models import NEURAL_MODELS
 from wormgnn.search import grid
 from wormgnn.train import (
@@ -43,7 +42,6 @@ from wormgnn.train import (
     fit_neural,
     parse_run,
     prepare,
-    selection_split,
     with_point,
 )
 
@@ -89,6 +87,7 @@ def run_selection(
                 "best_epoch": int(checkpoint.get("best_epoch", 0)),
                 "fit_worms": sorted(prep.fit),
                 "val_worms": sorted(prep.val),
+                "split": prep.split,
             }
             files.write_json(done, result)
             model.unlink(missing_ok=True)
@@ -97,13 +96,11 @@ def run_selection(
             )
         candidates.append(result)
     best = max(range(len(candidates)), key=lambda i: candidates[i]["val_score"])
-    train, _ = fold_segments(folds, run.protocol, run.fold)
-    _, _, split = selection_split(train, run.protocol, run.train_config().val_fraction, 0)
     summary = {
         "run": {k: getattr(run, k) for k in ("dataset", "task", "protocol", "model", "fold")},
         "seed": run.seed,
         "metric": "-MSE over horizons" if run.task == "forecast" else "macro-F1",
-        "split": split,
+        "split": candidates[0]["split"],
         "budget": len(points),
         "chosen": candidates[best]["point"],
         "chosen_index": best,

@@ -242,6 +242,7 @@ class Prepared:
     context: int = 0  # frames of causal context the model's encoder reads (gnn)
     vocabulary: list[str] | None = None  # the training worms' names (GNNs with identity)
     inputs: dict[str, Path] = field(default_factory=dict)  # the files it was read from
+    split: str = ""  # how validation was drawn (selection only)
 
     def loader(
         self,
@@ -299,8 +300,9 @@ def prepare(
         only_worms=set(train) if selection else None,
     )
     cfg = run.train_config()
+    split = ""
     if selection:
-        fit, val, _ = selection_split(train, run.protocol, cfg.val_fraction, ds.span)
+        fit, val, split = selection_split(train, run.protocol, cfg.val_fraction, ds.span)
         train, test = fit, {}
     else:
         fit, val = split_validation(train, cfg.val_fraction, gap=ds.span)
@@ -312,7 +314,7 @@ def prepare(
     named = run.model in GNN_MODELS and run.task in mcfg.identity
     vocabulary = name_vocabulary(ds, train) if named else None
     inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
-    return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs)
+    return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs, split)
 
 
 def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
