@@ -148,3 +148,53 @@ def test_shuffled_connectome_keeps_the_degrees_and_moves_the_wiring(forecast_ds)
     assert not torch.equal(shuffled, true)
     torch.testing.assert_close(connectome_graphs(forecast_ds, conn, shuffle_seed=0)[0], shuffled)
     assert not torch.equal(connectome_graphs(forecast_ds, conn, shuffle_seed=1)[0], shuffled)
+
+
+def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_results):
+    """The loader's per-window summaries (computed once, padded per batch) and a context
+    summarised per batch give the same gnn: padded worms of different sizes included."""
+    import functools
+
+    from wormgnn.data import ContextSummary
+    from wormgnn.models import build_model
+    from wormgnn.models.nri import SUMMARY_NODE_DIMS, context_summary
+    from wormgnn.models.registry import model_config
+
+    ds = load_dataset(tiny_results["traces"], tiny_results["labels"], "forecast", "all", 8, 3)
+    assert len({worm.n_nodes for worm in ds.worms.values()}) > 1  # padding is exercised
+    segments = {w: [(0, 90)] for w in ds.worms}
+    summary = ContextSummary(functools.partial(context_summary, lags=4), SUMMARY_NODE_DIMS)
+    cached = next(iter(WindowLoader(ds, segments, 32, False, context=40, summary=summary)))
+    plain = next(iter(WindowLoader(ds, segments, 32, False, context=40)))
+    assert cached.context is None and plain.summary is None
+    assert set(cached.inputs) == {"summary"} and set(plain.inputs) == {"context"}
+    torch.manual_seed(0)
+    cfg = model_config("gnn", {"node_set": "all", "context_frames": 40})
+    model = build_model(
+        "gnn", "forecast", cfg, n_nodes=None, window=8, in_channels=1, n_classes=3
+    ).eval()
+    a = model(cached.x, cached.mask, **cached.inputs)
+    b = model(plain.x, plain.mask, **plain.inputs)
+    torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.edge_prob, b.edge_prob, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.context_loss, b.context_loss, atol=1e-5, rtol=1e-4)
+    # over the memory limit the loader summarises per batch instead
+    small = ContextSummary(summary.compute, SUMMARY_NODE_DIMS, max_bytes=1000)
+    fallback = WindowLoader(ds, segments, 32, False, context=40, summary=small)
+    assert fallback.cached is None and next(iter(fallback)).context is not None
+
+
+def test_a_fraction_of_the_windows_per_pass_drawn_afresh(forecast_ds):
+    segments = {0: [(0, 100)], 1: [(0, 100)]}
+    loader = WindowLoader(
+        forecast_ds, segments, 16, True, torch.Generator().manual_seed(0), fraction=0.25
+    )
+    assert loader.n_windows == 180 and loader.windows_per_pass == 45 and len(loader) == 3
+    passes = [
+        {(int(w), int(s)) for batch in loader for w, s in zip(batch.worm, batch.start, strict=True)}
+        for _ in range(2)
+    ]
+    assert [len(p) for p in passes] == [45, 45]  # no window twice in a pass
+    assert passes[0] != passes[1]  # a fresh draw
+    with pytest.raises(ValueError, match="only shuffled"):
+        WindowLoader(forecast_ds, segments, 16, False, fraction=0.5)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from wormgnn.models import build_model, rollout
 from wormgnn.models.nri import (
+    ContextDecoder,
     RelationalConv,
     dense_to_sparse_edges,
     granger_coefficients,
@@ -12,6 +13,7 @@ from wormgnn.models.nri import (
     standardise_context,
 )
 from wormgnn.models.registry import model_config
+from wormgnn.models.sparse import SparseRelationalConv
 
 B, N, W, K = 3, 7, 6, 3
 
@@ -208,13 +210,15 @@ def test_gumbel_softmax_samples_the_edge_type_distribution():
 def test_dense_and_sparse_message_passing_agree():
     torch.manual_seed(0)
     conv = RelationalConv(hidden=8, message=5, n_types=2)
+    sparse_conv = SparseRelationalConv(hidden=8, message=5, n_types=2)
+    sparse_conv.load_state_dict(conv.state_dict())
     h = torch.randn(2, 6, 8)
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
     pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(6, dtype=torch.bool)
     z = torch.rand(2, 6, 6, 2) * pair[..., None]
-    dense = conv.forward_dense(h, z)
+    dense = conv(h, z)
     edge_index, z_edges = dense_to_sparse_edges(z, mask)
-    sparse = conv(h.reshape(12, 8), edge_index, z_edges).view(2, 6, 8)
+    sparse = sparse_conv(h.reshape(12, 8), edge_index, z_edges).view(2, 6, 8)
     torch.testing.assert_close(dense[mask], sparse[mask], atol=1e-5, rtol=1e-5)
 
 
@@ -327,9 +331,49 @@ def _coupled_pair(t=600, seed=0):
     return _lag1_network([[0.8, 0, 0], [0.9, 0.5, 0], [0, 0, 0.8]], [1.0, 0.5, 1.0], t, seed)
 
 
-def test_context_decoder_prefers_the_true_sender_and_direction():
-    from wormgnn.models.nri import ContextDecoder
+def _context_loss(decoder, context, z, mask):
+    u, frames = standardise_context(context)
+    return decoder(ContextDecoder.statistics(u, frames, decoder.lags), z, mask)
 
+
+def _direct_context_loss(decoder, context, z, mask):
+    """The loss as its docstring writes it, from the residuals themselves."""
+    u, frames = standardise_context(context)
+    length, p = u.shape[-1], decoder.lags
+    ok = (frames[:, p:] * frames[:, :-p])[:, None, :] * mask[:, :, None]
+    count = ok[:, :1].sum(-1, keepdim=True).clamp(min=1)
+    past = torch.stack([u[..., p - i : length - i] for i in range(1, p + 1)], dim=-1)
+    residual = (u[..., p:] - u[..., p - 1 : -1] - past @ decoder.own) * ok
+    sender = past[..., 0] * ok
+    gram = torch.einsum("bst,bqt->bsq", sender, sender) / count
+    cross = torch.einsum("bst,brt->brs", sender, residual) / count
+    w = z.sum(-1).transpose(1, 2)
+    eye = torch.eye(gram.shape[-1])
+    system = w[..., :, None] * gram[:, None] * w[..., None, :] + decoder.ridge * eye
+    rhs = w * cross
+    explained = (rhs * torch.linalg.solve(system, rhs[..., None])[..., 0]).sum(-1)
+    loss = residual.pow(2).sum(-1) / count[..., 0] - explained
+    return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+
+def test_context_decoder_from_statistics_is_the_direct_loss():
+    torch.manual_seed(1)
+    decoder = ContextDecoder(lags=3)
+    decoder.own.data = torch.tensor([0.3, -0.2, 0.1])
+    context = torch.randn(2, 5, 120)
+    context[1, :, :30] = float("nan")  # the second window's segment starts later
+    z = torch.rand(2, 5, 5, 2)
+    mask = torch.tensor([[True] * 5, [True] * 4 + [False]])
+    context[1, 4] = 0.0  # a padded node, as the loader pads
+    torch.testing.assert_close(
+        _context_loss(decoder, context, z, mask),
+        _direct_context_loss(decoder, context, z, mask),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_context_decoder_prefers_the_true_sender_and_direction():
     context = _coupled_pair()
     mask = torch.ones(1, 3, dtype=torch.bool)
     decoder = ContextDecoder(lags=2)
@@ -338,37 +382,39 @@ def test_context_decoder_prefers_the_true_sender_and_direction():
     true[0, 0, 1] = 1.0  # sender 0 → receiver 1
     for _ in range(200):  # fit the receivers' own-history coefficients with the true graph
         optimiser.zero_grad()
-        decoder(context, true, mask).backward()
+        _context_loss(decoder, context, true, mask).backward()
         optimiser.step()
     with torch.no_grad():
         reverse = true.transpose(1, 2).clone()  # 1 → 0
         wrong = torch.zeros(1, 3, 3, 1)
         wrong[0, 2, 1] = 1.0  # the independent node → 1
         losses = {
-            name: float(decoder(context, z, mask))
+            name: float(_context_loss(decoder, context, z, mask))
             for name, z in {"true": true, "reverse": reverse, "wrong": wrong}.items()
         }
-        losses["none"] = float(decoder(context, torch.zeros_like(true), mask))
+        losses["none"] = float(_context_loss(decoder, context, torch.zeros_like(true), mask))
     # node 1 is one of three nodes whose changes are scored, so its gain is diluted
     assert losses["true"] < 0.9 * min(losses["reverse"], losses["wrong"], losses["none"])
 
 
 def test_context_decoder_ignores_frames_outside_the_context():
-    from wormgnn.models.nri import ContextDecoder
-
     torch.manual_seed(0)
     decoder = ContextDecoder(lags=3)
     context = _coupled_pair(t=200)
     z = torch.rand(1, 3, 3, 2)
     mask = torch.ones(1, 3, dtype=torch.bool)
     padded = torch.cat([torch.full((1, 3, 40), float("nan")), context], dim=-1)
-    torch.testing.assert_close(decoder(padded, z, mask), decoder(context, z, mask))
+    torch.testing.assert_close(
+        _context_loss(decoder, padded, z, mask), _context_loss(decoder, context, z, mask)
+    )
     # a padded node changes nothing either
     extra = torch.cat([padded, torch.randn(1, 1, padded.shape[-1])], dim=1)
     z4 = torch.zeros(1, 4, 4, 2)
     z4[:, :3, :3] = z
     mask4 = torch.tensor([[True, True, True, False]])
-    torch.testing.assert_close(decoder(extra, z4, mask4), decoder(context, z, mask))
+    torch.testing.assert_close(
+        _context_loss(decoder, extra, z4, mask4), _context_loss(decoder, context, z, mask)
+    )
 
 
 def test_gnn_context_loss_reaches_the_encoder_and_can_be_turned_off():

@@ -24,17 +24,22 @@ ROIs and names the training worms lacked are 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
-from torch_geometric.utils import to_dense_batch
+from torch.nn.utils.rnn import pad_sequence
 
 from wormgnn import files
 from wormgnn.connectome import Connectome
 from wormgnn.models.common import model_inputs
+
+log = logging.getLogger("wormgnn.data")
 
 TASKS = ("forecast", "behaviour")
 NODE_SETS = ("shared", "all")
@@ -218,7 +223,9 @@ class Batch:
     (B, N, H) or behaviour (B,); ``graph`` (B, N, N) fixed adjacency or None;
     ``context`` (B, N, L) the ΔF/F of the L frames ending at each window's last input
     frame, NaN before the start of the window's segment, or None; ``node_ids`` (B, N)
-    each node's index in the vocabulary (0: unnamed, unseen or padding), or None."""
+    each node's index in the vocabulary (0: unnamed, unseen or padding), or None;
+    ``summary`` a :class:`ContextSummary` of each window's context, padded (the loader's
+    cache; then ``context`` is None)."""
 
     x: torch.Tensor
     mask: torch.Tensor
@@ -228,6 +235,7 @@ class Batch:
     start: torch.Tensor
     context: torch.Tensor | None = None
     node_ids: torch.Tensor | None = None
+    summary: dict[str, torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -239,16 +247,37 @@ class Batch:
             self.start,
             None if self.context is None else self.context.to(device),
             None if self.node_ids is None else self.node_ids.to(device),
+            None if self.summary is None else {k: v.to(device) for k, v in self.summary.items()},
         )
 
     @property
-    def inputs(self) -> dict[str, torch.Tensor]:
-        """The keyword inputs (context, node names) of the models that read them."""
-        return model_inputs(self.context, self.node_ids)
+    def inputs(self) -> dict[str, Any]:
+        """The keyword inputs (context or its summary, node names) of the models that
+        read them."""
+        return model_inputs(self.context, self.node_ids, self.summary)
+
+
+@dataclass
+class ContextSummary:
+    """What a model reads from each window's context, computed from the data alone
+    (``gnn``: :func:`wormgnn.models.nri.context_summary`). The loader computes it once
+    per window and reuses it every epoch, instead of building the context each batch.
+
+    ``compute``: (B, N, L) context → {name: (B, *nodes, ...)}; ``node_dims``: per name,
+    how many dimensions after the batch's are nodes (padded to a batch's largest worm).
+    """
+
+    compute: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    node_dims: dict[str, int] = field(default_factory=dict)
+    #: Above this many bytes for one loader the summary is computed per batch instead
+    #: (the ``all`` node set of a Kato-sized fold would need several GB).
+    max_bytes: int = 2 * 2**30
 
 
 class WindowLoader:
-    """Iterates over batches of windows; shuffled with an explicit generator.
+    """Iterates over batches of windows; shuffled with an explicit generator. With
+    ``fraction`` < 1 (shuffled only), each pass yields that share of the windows, drawn
+    afresh: the first ones of the pass's permutation.
 
     With ``context`` > 0 each batch also carries each window's causal context
     (:class:`Batch`): it never reaches before the start of the window's own segment, so it
@@ -266,8 +295,13 @@ class WindowLoader:
         graphs: dict[int, torch.Tensor] | None = None,
         context: int = 0,
         vocabulary: list[str] | None = None,
+        summary: ContextSummary | None = None,
+        fraction: float = 1.0,
     ):
+        if not 0 < fraction <= 1 or (fraction < 1 and not shuffle):
+            raise ValueError(f"fraction {fraction}: must be in (0, 1], and below 1 only shuffled")
         self.ds = ds
+        self.fraction = fraction
         self.context = max(context, ds.window) if context else 0
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -295,20 +329,32 @@ class WindowLoader:
             }
         # (T - span + 1, N, C, span) views: a window is one index, no copy per frame
         self.views = {w: ds.worms[w].x.unfold(0, ds.span, 1) for w in ds.worms}
+        self.summary = summary
+        self.cached: dict[str, list[torch.Tensor]] | None = None
+        if summary is not None and self.context and self.n_windows:
+            self.cached = self._summarise_all(summary)
 
     def __len__(self) -> int:
-        return (len(self.start_of) + self.batch_size - 1) // self.batch_size
+        return (self.windows_per_pass + self.batch_size - 1) // self.batch_size
 
     @property
     def n_windows(self) -> int:
         return int(len(self.start_of))
+
+    @property
+    def windows_per_pass(self) -> int:
+        """Windows one iteration yields: ``fraction`` of them, at least one."""
+        if self.fraction == 1:
+            return self.n_windows
+        return max(1, round(self.fraction * self.n_windows)) if self.n_windows else 0
 
     def __iter__(self):
         n = len(self.start_of)
         order = (
             torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
         )
-        for i in range(0, n, self.batch_size):
+        order = order[: self.windows_per_pass]  # a fresh draw each pass (shuffled only)
+        for i in range(0, len(order), self.batch_size):
             yield self.collate(order[i : i + self.batch_size])
 
     def collate(self, idx: np.ndarray) -> Batch:
@@ -322,13 +368,13 @@ class WindowLoader:
                 ys.append(win[:, 0, ds.window :])  # (N, H) ΔF/F targets
             else:
                 ys.append(torch.tensor(ds.worms[w].labels[s + ds.window - 1]))
+        # padded to the batch's largest worm; torch's pad_sequence, not PyG's
+        # to_dense_batch, so that jobs without a GNN never import PyG (2 s per job)
         sizes = torch.tensor([t.shape[0] for t in items])
-        flat = torch.cat([t.reshape(t.shape[0], -1) for t in items])  # (ΣN, W*C)
-        batch_vec = torch.repeat_interleave(torch.arange(len(items)), sizes)
-        x, mask = to_dense_batch(flat, batch_vec)  # (B, Nmax, W*C), (B, Nmax)
-        x = x.view(len(items), -1, ds.window, ds.in_channels)
+        x = pad_sequence(items, batch_first=True)  # (B, Nmax, W, C)
+        mask = torch.arange(x.shape[1])[None, :] < sizes[:, None]  # (B, Nmax)
         if ds.task == "forecast":
-            y, _ = to_dense_batch(torch.cat(ys), batch_vec)  # (B, Nmax, H)
+            y = pad_sequence(ys, batch_first=True)  # (B, Nmax, H)
         else:
             y = torch.stack(ys)
         graph = None
@@ -338,15 +384,57 @@ class WindowLoader:
             for b, w in enumerate(worms):
                 g = self.graphs[w]
                 graph[b, : g.shape[0], : g.shape[1]] = g
-        context = None
-        if self.context:
-            context, _ = to_dense_batch(torch.cat(self._contexts(idx)), batch_vec)  # (B, N, L)
+        context = summary = None
+        if self.cached is not None:
+            n_max = x.shape[1]
+            summary = {
+                key: torch.stack(
+                    [_pad_nodes(rows[i], n_max, self.summary.node_dims[key]) for i in idx]
+                )
+                for key, rows in self.cached.items()
+            }
+        elif self.context:
+            context = pad_sequence(self._contexts(idx), batch_first=True)  # (B, N, L)
         node_ids = None
         if self.node_ids is not None:
-            node_ids, _ = to_dense_batch(torch.cat([self.node_ids[w] for w in worms]), batch_vec)
+            node_ids = pad_sequence([self.node_ids[w] for w in worms], batch_first=True)
         return Batch(
-            x, mask, y, graph, torch.from_numpy(worms), torch.from_numpy(starts), context, node_ids
+            x,
+            mask,
+            y,
+            graph,
+            torch.from_numpy(worms),
+            torch.from_numpy(starts),
+            context,
+            node_ids,
+            summary,
         )
+
+    def _summarise_all(self, summary: ContextSummary) -> dict[str, list[torch.Tensor]] | None:
+        """Every window's summary, in window order (one worm per chunk, so no padding),
+        or None where it would exceed ``summary.max_bytes``."""
+        rows: dict[str, list[torch.Tensor]] = {}
+        n = self.n_windows
+        chunk = 64
+        for a in range(0, n, chunk):
+            idx = np.arange(a, min(a + chunk, n))
+            for w in np.unique(self.worm_of[idx]):
+                part = idx[self.worm_of[idx] == w]
+                with torch.no_grad():
+                    out = summary.compute(torch.stack(self._contexts(part)))
+                for key, value in out.items():
+                    rows.setdefault(key, []).extend(value.unbind(0))
+            if a == 0:
+                per_window = sum(v[0].numel() * v[0].element_size() for v in rows.values())
+                if per_window * n > summary.max_bytes:
+                    log.info(
+                        "context summaries of %d windows would take %.1f GB; computing "
+                        "them per batch instead",
+                        n,
+                        per_window * n / 2**30,
+                    )
+                    return None
+        return rows
 
     def _contexts(self, idx: np.ndarray) -> list[torch.Tensor]:
         """Per window, (N, L): ΔF/F up to its last input frame, NaN-padded at the front."""
@@ -361,6 +449,14 @@ class WindowLoader:
             ctx[:, length - (end - begin) :] = self.ds.worms[w].x[begin:end, :, 0].T
             out.append(ctx)
         return out
+
+
+def _pad_nodes(t: torch.Tensor, n_max: int, node_dims: int) -> torch.Tensor:
+    """Zero-pad the first ``node_dims`` dimensions of ``t`` to ``n_max``."""
+    pad: list[int] = []
+    for dim in reversed(range(t.dim())):  # F.pad lists the last dimension first
+        pad += [0, n_max - t.shape[dim]] if dim < node_dims else [0, 0]
+    return torch.nn.functional.pad(t, pad) if any(pad) else t
 
 
 def connectome_graphs(

@@ -23,7 +23,6 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from scipy.special import softmax
 
 from wormgnn import files
 from wormgnn.connectome import load_connectome
@@ -183,7 +182,7 @@ def _predict(
             else:  # probabilities over all classes; those unseen in training get 0
                 scores = np.full((len(x), len(loader.ds.classes)), -np.inf)
                 scores[:, linear.params["classes"]] = linear.predict(x)
-                pred = softmax(scores, axis=1)
+                pred = torch.softmax(torch.from_numpy(scores), dim=1).numpy()
         out = {
             "y_true": y,
             "y_pred": pred,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import logging
 import os
@@ -45,12 +46,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from wormgnn import files
 from wormgnn.connectome import load_connectome
 from wormgnn.data import (
+    ContextSummary,
     Dataset,
     Segments,
     WindowLoader,
@@ -62,6 +63,7 @@ from wormgnn.data import (
 )
 from wormgnn.models import NEURAL_MODELS, build_model, rollout
 from wormgnn.models.baselines import LinearModel, persistence_forecast
+from wormgnn.models.nri import SUMMARY_NODE_DIMS, context_summary
 from wormgnn.models.registry import FORECAST_ONLY, GNN_MODELS, model_config, node_set_of
 
 log = logging.getLogger("wormgnn.train")
@@ -78,7 +80,17 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     val_fraction: float = 0.15
+    # Share of the training windows drawn afresh each epoch. Neighbouring windows share
+    # all but one frame, so a fraction of them carries most of an epoch's information;
+    # early stopping then checks validation more often per window trained on.
+    epoch_fraction: float = 1.0
     device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        if not 0 < self.epoch_fraction <= 1:
+            raise ValueError(
+                f"training.epoch_fraction must be in (0, 1], got {self.epoch_fraction}"
+            )
 
 
 @dataclass
@@ -243,6 +255,7 @@ class Prepared:
     vocabulary: list[str] | None = None  # the training worms' names (GNNs with identity)
     inputs: dict[str, Path] = field(default_factory=dict)  # the files it was read from
     split: str = ""  # how validation was drawn (selection only)
+    summary: ContextSummary | None = None  # what the model reads from the context (gnn)
 
     def loader(
         self,
@@ -250,8 +263,10 @@ class Prepared:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        fraction: float = 1.0,
     ) -> WindowLoader:
-        """Windows of ``segments`` with everything this model reads."""
+        """Windows of ``segments`` with everything this model reads (``fraction``: of
+        them per pass, drawn afresh each time; see :class:`WindowLoader`)."""
         return WindowLoader(
             self.ds,
             segments,
@@ -261,6 +276,8 @@ class Prepared:
             self.graphs,
             self.context,
             self.vocabulary,
+            self.summary,
+            fraction,
         )
 
 
@@ -310,11 +327,16 @@ def prepare(
     if run.model in ("gnn_connectome", "gnn_shuffled"):  # wiring permuted by the seed
         shuffle = run.seed if run.model == "gnn_shuffled" else None
         graphs = connectome_graphs(ds, load_connectome(run.connectome), shuffle)
-    context = mcfg.context_frames if run.model == "gnn" else 0
+    context, summary = 0, None
+    if run.model == "gnn":
+        context = mcfg.context_frames
+        summary = ContextSummary(
+            functools.partial(context_summary, lags=mcfg.context_lags), SUMMARY_NODE_DIMS
+        )
     named = run.model in GNN_MODELS and run.task in mcfg.identity
     vocabulary = name_vocabulary(ds, train) if named else None
     inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
-    return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs, split)
+    return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs, split, summary)
 
 
 def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
@@ -417,8 +439,15 @@ def evaluate(model, loader, run: RunConfig, device, weights, class_weights) -> d
     if run.task == "forecast":
         score = -sq / max(count, 1.0)
     else:
-        score = float(f1_score(np.concatenate(y_true), np.concatenate(y_pred), average="macro"))
+        score = macro_f1(np.concatenate(y_true), np.concatenate(y_pred))
     return {"val_loss": total / max(n, 1), "val_score": score}
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """scikit-learn's macro-F1, imported only by the jobs that score behaviour."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, average="macro"))
 
 
 def class_weights_of(ds: Dataset, loader: WindowLoader) -> torch.Tensor:
@@ -466,6 +495,14 @@ def build_for(run: RunConfig, prep: Prepared) -> torch.nn.Module:
     )
 
 
+def make_optimiser(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, in torch's fused form: the same update as the loop over parameters, in
+    one kernel (a GNN step's optimiser update falls from 2.4 to 0.6 ms on the CPU)."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )
+
+
 def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> dict[str, Any]:
     cfg = run.train_config()
     device = resolve_device(cfg.device)
@@ -473,8 +510,8 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     ds = prep.ds
     mcfg = model_config(run.model, run.model_params)
     model = build_for(run, prep).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fit_loader = prep.loader(prep.fit, cfg.batch_size, True, generator)
+    optimiser = make_optimiser(model, cfg)
+    fit_loader = prep.loader(prep.fit, cfg.batch_size, True, generator, cfg.epoch_fraction)
     val_loader = prep.loader(prep.val, cfg.batch_size)
     if fit_loader.n_windows == 0 or val_loader.n_windows == 0:
         raise ValueError(
@@ -537,7 +574,7 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
                     "train_context": train_stats.get("context_loss", 0.0),
                     **val_stats,
                     "seconds": time.perf_counter() - start,
-                    "train_windows_per_s": fit_loader.n_windows / train_seconds,
+                    "train_windows_per_s": fit_loader.windows_per_pass / train_seconds,
                 }
                 state["history"].append(row)
                 if val_stats["val_score"] > state["best_score"]:
@@ -653,7 +690,7 @@ def fit_classical(run: RunConfig, prep: Prepared, out: Path, history_out: Path) 
     if run.task == "forecast":
         score = -float(np.mean((pred - y_val) ** 2))
     else:
-        score = float(f1_score(y_val, pred, average="macro"))
+        score = macro_f1(y_val, pred)
     payload["best_val_score"] = score
     write_history(
         history_out, [{"epoch": 1, "val_score": score, "n_fit_windows": fit_loader.n_windows}]

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.preprocessing import StandardScaler
 
 
 @dataclass
@@ -50,6 +48,10 @@ class LinearModel:
         self.params: dict[str, np.ndarray] = {}
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int = 0) -> LinearModel:
+        # scikit-learn is imported here, not by every job that imports this module
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.preprocessing import StandardScaler
+
         feats = _features(x, self.cfg.lags)
         if self.task == "forecast":
             target = (y - x[:, :, -1:, 0]).reshape(len(y), -1)  # changes, (B, N * H)

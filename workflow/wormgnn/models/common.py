@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -23,12 +24,15 @@ class ModelOutput:
 
 
 def model_inputs(
-    context: torch.Tensor | None = None, node_ids: torch.Tensor | None = None
-) -> dict[str, torch.Tensor]:
-    """Keyword arguments passing a batch's context (``gnn``) and node names
-    (``gnn``, ``gnn_connectome`` with ``identity``) to the models that read them; the
-    loader builds neither for the other models, which are called without them."""
-    return {k: v for k, v in (("context", context), ("node_ids", node_ids)) if v is not None}
+    context: torch.Tensor | None = None,
+    node_ids: torch.Tensor | None = None,
+    summary: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments passing a batch's context or its summary (``gnn``) and node
+    names (``gnn``, ``gnn_connectome`` with ``identity``) to the models that read them;
+    the loader builds none of them for the other models, which are called without them."""
+    given = (("context", context), ("node_ids", node_ids), ("summary", summary))
+    return {k: v for k, v in given if v is not None}
 
 
 def rollout(
