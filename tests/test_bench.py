@@ -2,7 +2,9 @@
 
 import json
 
-from wormgnn import bench
+import pytest
+from conftest import REPO, TINY_SYNTHETIC, tiny_config, write_config
+from wormgnn import bench, studycost
 
 
 def test_bench_measures_each_model_in_its_own_process(tiny_results, tmp_path, capsys):
@@ -23,23 +25,123 @@ def test_bench_measures_each_model_in_its_own_process(tiny_results, tmp_path, ca
             "2",
             "--warmup",
             "1",
+            "--threads",
+            "1",
         ]
     )
     result = json.loads((tmp_path / "bench.json").read_text())
-    labels = [r["label"] for r in result["records"]]
-    assert labels == ["linear", "lstm", "gnn", "gnn_sparse"]
+    labels = [(r["task"], r["label"]) for r in result["records"]]
+    models = ["linear", "lstm", "gnn", "gnn_sparse"]
+    assert labels == [(t, m) for t in ("forecast", "behaviour") for m in models]
     for record in result["records"]:
         assert record["windows_per_s"] > 0 and record["epoch_s"] > 0 and record["peak_rss_mb"] > 100
-    targets = {t["target"] for t in result["targets"]}
-    assert "gnn throughput >= 1/5 of lstm (shared nodes)" in targets
-    assert "| cpu | gnn_sparse |" in (tmp_path / "bench.md").read_text()
+        if record["label"] != "linear":  # FLOPs of a step, against a timed matrix product
+            assert record["flops_per_window"] > 0 and 0 < record["efficiency"] < 1
+    targets = {(t["target"], t["task"]) for t in result["targets"]}
+    for task in ("forecast", "behaviour"):
+        assert ("gnn throughput >= 1/5 of lstm (shared nodes)", task) in targets
+    assert result["threads"] == 1
+    assert "| cpu | behaviour | gnn_sparse |" in (tmp_path / "bench.md").read_text()
 
 
 def test_target_checks():
+    def record(task, label, rate, epoch=1.0):
+        return {
+            "device": "cuda",
+            "task": task,
+            "label": label,
+            "windows_per_s": rate,
+            "epoch_s": epoch,
+        }
+
     records = [
-        {"device": "cuda", "label": "lstm", "windows_per_s": 1000.0, "epoch_s": 1.0},
-        {"device": "cuda", "label": "gnn", "windows_per_s": 150.0, "epoch_s": 6.0},
+        record("forecast", "lstm", 1000.0),
+        record("forecast", "gnn", 150.0, epoch=6.0),
+        record("forecast", "gnn_all", 20.0),
+        record("behaviour", "lstm", 1000.0),
+        record("behaviour", "gnn", 250.0, epoch=4.0),
+        record("behaviour", "gnn_all", 25.0),
     ]
-    checks = {c["target"]: c for c in bench.check_targets(records)}
-    assert not checks["gnn throughput >= 1/5 of lstm (shared nodes)"]["passed"]
-    assert not checks["gnn epoch of a Kato-sized lowo fold < 5 s"]["passed"]
+    checks = {(c["target"], c["task"]): c for c in bench.check_targets(records)}
+    ratio = "gnn throughput >= 1/5 of lstm (shared nodes)"
+    assert not checks[ratio, "forecast"]["passed"] and checks[ratio, "behaviour"]["passed"]
+    every_roi = "gnn on every ROI >= 1/8 of gnn on the shared set"
+    assert checks[every_roi, "forecast"]["value"] == 20.0 / 150.0
+    assert checks[every_roi, "forecast"]["passed"] and not checks[every_roi, "behaviour"]["passed"]
+    epoch = "gnn epoch of a Kato-sized lowo fold < 5 s"
+    assert not checks[epoch, "forecast"]["passed"] and checks[epoch, "behaviour"]["passed"]
+
+
+@pytest.mark.workflow
+def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
+    """``bench --study`` on a tiny study with selection: Snakemake's plan, one measured
+    job of every kind (fold 0, first seed), and the projection from their benchmarks."""
+    config = tiny_config(
+        {"tiny": {"source": "synthetic", "synthetic": TINY_SYNTHETIC}},
+        preprocess={"baseline_window_s": 60},
+        experiment={
+            "tasks": ["forecast"],
+            "models": ["persistence", "linear", "gnn"],
+            "protocols": ["lowo"],
+            "seeds": [0, 1],
+            "window": 8,
+            "horizon": 2,
+        },
+        selection={"enabled": True, "budget": 2},
+        training={"max_epochs": 1, "device": "cpu"},
+        models={
+            "linear": {"search": {"alpha": [1.0, 1000.0]}},
+            "gnn": {"message": 8, "search": {"hidden": [8, 16]}},
+        },
+    )
+    cfg = write_config(tmp_path / "config.yaml", config)
+    out = tmp_path / "bench"
+    bench.main(
+        [
+            "--study",
+            "--workdir",
+            str(tmp_path),
+            "--configfile",
+            str(cfg),
+            "--cores",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    result = json.loads((out / "study.json").read_text())
+    kinds = {(k["rule"], k["model"]): k for k in result["kinds"]}
+    # 3 lowo folds: per model 3 × 2 seeds train and evaluate jobs, and 3 selections
+    assert kinds["train", "gnn"]["planned"] == 6 and kinds["evaluate", "linear"]["planned"] == 6
+    assert kinds["select", "gnn"]["planned"] == 3 and ("select", "persistence") not in kinds
+    for kind in result["kinds"]:
+        assert kind["measured"] == 1, kind  # fold 0, seed 0 (and its selection) only
+        assert kind["projected_s"] == pytest.approx(kind["mean_s"] * kind["planned"])
+    totals = result["totals"]
+    assert totals["jobs"] == 2 * 6 * 3 + 2 * 3 and totals["jobs_measured"] == 2 * 3 + 2
+    assert totals["core_seconds"] == pytest.approx(
+        sum(k["projected_s"] * k["threads"] for k in result["kinds"])
+    )
+    assert totals["wall_s_lower_bound"] == pytest.approx(totals["core_seconds"] / 2)
+    assert "core-hours" in (out / "study.md").read_text()
+    assert not (tmp_path / "results/tiny/forecast/lowo/gnn/fold1").exists()  # not run
+    # from the benchmark files alone, without running anything
+    again = studycost.run(tmp_path, ["--configfile", str(cfg)], 4, out, measure=False)
+    assert again["totals"]["job_seconds"] == pytest.approx(totals["job_seconds"])
+
+
+def test_study_threads_are_the_rules():
+    text = (REPO / "workflow" / "rules" / "models.smk").read_text()
+    for rule, threads in studycost.THREADS.items():
+        body = text.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
+        assert f"threads: {threads}\n" in body
+
+
+def test_a_study_output_names_its_job():
+    job = studycost.parse_output("results/d/behaviour/within/gnn_full/fold3/seed2/metrics.json")
+    assert job == studycost.Job("evaluate", "d", "behaviour", "within", "gnn_full", 3, 2)
+    assert job.benchmark == "benchmarks/d/behaviour/within/gnn_full/fold3/seed2/evaluate.tsv"
+    select = studycost.parse_output("results/d/forecast/lodo/mlp/fold0/selection.json")
+    assert select.rule == "select" and select.seed is None
+    assert select.benchmark == "benchmarks/d/forecast/lodo/mlp/fold0/select.tsv"
+    assert studycost.parse_output("results/d/forecast/lowo/summary.csv") is None

@@ -219,7 +219,9 @@ def get_selection_arg(wildcards, input):
 
 
 def uses_gpu(wildcards):
-    """Neural models ask for a GPU unless training.device is cpu."""
+    """Neural models ask for a GPU unless training.device is cpu: `gpu` (one device per
+    job, what the Slurm executor submits as --gpus) and `gpu_slots` (a share of the
+    local GPU; the default profile lets several jobs share it)."""
     device = config.get("training", {}).get("device", "auto")
     return int(wildcards.model in NEURAL_MODELS and device != "cpu")
 

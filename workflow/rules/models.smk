@@ -21,6 +21,7 @@ rule select:
     threads: 2
     resources:
         gpu=uses_gpu,
+        gpu_slots=uses_gpu,
     params:
         run=get_run_config,
         search=lambda wc: as_json(search_of(wc.model)),
@@ -53,6 +54,7 @@ rule train:
     threads: 2
     resources:
         gpu=uses_gpu,
+        gpu_slots=uses_gpu,
     params:
         run=get_run_config,
         selection=get_selection_arg,
@@ -75,6 +77,8 @@ rule evaluate:
         predictions=f"{FOLD_DIR}/predictions.h5",
     log:
         f"logs/{FOLD_SUBDIR}/evaluate.log",
+    benchmark:
+        f"benchmarks/{FOLD_SUBDIR}/evaluate.tsv"
     wildcard_constraints:
         task="forecast|behaviour",
         protocol="lowo|within|lodo",
