@@ -119,6 +119,29 @@ def tiny_config(datasets: dict, **overrides) -> dict:
     return config
 
 
+def tiny_study_config(models: list[str], seeds: list[int], n_worms: int = 3) -> dict:
+    """A tiny forecast study, lowo, with selection on (budget 2) and one training epoch
+    per run: linear over two penalties, every GNN over two widths."""
+    return tiny_config(
+        {"tiny": {"source": "synthetic", "synthetic": {**TINY_SYNTHETIC, "n_worms": n_worms}}},
+        preprocess={"baseline_window_s": 60},
+        experiment={
+            "tasks": ["forecast"],
+            "models": models,
+            "protocols": ["lowo"],
+            "seeds": seeds,
+            "window": 8,
+            "horizon": 2,
+        },
+        selection={"enabled": True, "budget": 2},
+        training={"max_epochs": 1, "device": "cpu"},
+        models={
+            "linear": {"search": {"alpha": [1.0, 1000.0]}},
+            **{m: {"message": 8, "search": {"hidden": [8, 16]}} for m in models if "gnn" in m},
+        },
+    )
+
+
 def run_snakemake(
     workdir: Path,
     *args: str,

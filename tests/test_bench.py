@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import REPO, TINY_SYNTHETIC, tiny_config, write_config
+from conftest import REPO, tiny_study_config, write_config
 from wormgnn import bench, studycost
 
 
@@ -76,24 +76,7 @@ def test_target_checks():
 def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
     """``bench --study`` on a tiny study with selection: Snakemake's plan, one measured
     job of every kind (fold 0, first seed), and the projection from their benchmarks."""
-    config = tiny_config(
-        {"tiny": {"source": "synthetic", "synthetic": TINY_SYNTHETIC}},
-        preprocess={"baseline_window_s": 60},
-        experiment={
-            "tasks": ["forecast"],
-            "models": ["persistence", "linear", "gnn"],
-            "protocols": ["lowo"],
-            "seeds": [0, 1],
-            "window": 8,
-            "horizon": 2,
-        },
-        selection={"enabled": True, "budget": 2},
-        training={"max_epochs": 1, "device": "cpu"},
-        models={
-            "linear": {"search": {"alpha": [1.0, 1000.0]}},
-            "gnn": {"message": 8, "search": {"hidden": [8, 16]}},
-        },
-    )
+    config = tiny_study_config(["persistence", "linear", "gnn"], seeds=[0, 1])
     cfg = write_config(tmp_path / "config.yaml", config)
     out = tmp_path / "bench"
     bench.main(

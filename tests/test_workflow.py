@@ -11,7 +11,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake, tiny_config, write_config
+from conftest import (
+    REPO,
+    TINY_SYNTHETIC,
+    run_snakemake,
+    tiny_config,
+    tiny_study_config,
+    write_config,
+)
 from wormgnn import aggregate, files, train
 
 pytestmark = pytest.mark.workflow
@@ -130,6 +137,49 @@ def test_a_search_grid_off_budget_is_refused(tmp_path):
     assert "models.mlp.search has 1 candidate(s) for forecast, but selection.budget is 2" in (
         result.stdout
     )
+
+
+def test_neural_jobs_take_a_gpu_slot_unless_training_on_the_cpu(tmp_path):
+    """select and train ask for `gpu` (Slurm: one device each) and `gpu_slots` (a share of
+    the local GPU, which the default profile caps); on `training.device: cpu`, neither."""
+    config = tiny_study_config(["linear", "gnn"], seeds=[0], n_worms=2)
+    cfg = write_config(tmp_path / "c.yaml", config)
+    run_snakemake(tmp_path, "--until", "make_folds", configfile=cfg)
+
+    def resources(device):
+        out = run_snakemake(
+            tmp_path, "-n", "--config", f"training={{device: {device}}}", configfile=cfg
+        ).stdout
+        jobs = {}
+        for block in out.split("\n\n"):
+            rule = next(
+                (
+                    ln.split()[-1][:-1]
+                    for ln in block.splitlines()
+                    if ln.startswith(("rule ", "localrule "))
+                ),
+                None,
+            )
+            model = next(
+                (
+                    ln.split("model=")[1].split(",")[0]
+                    for ln in block.splitlines()
+                    if "model=" in ln
+                ),
+                None,
+            )
+            line = next((ln for ln in block.splitlines() if "resources:" in ln), "")
+            if rule in ("select", "train"):
+                jobs[rule, model] = line
+        return jobs
+
+    auto = resources("auto")
+    assert {key for key in auto} == {(r, m) for r in ("select", "train") for m in ("linear", "gnn")}
+    for rule in ("select", "train"):
+        assert "gpu=1" in auto[rule, "gnn"] and "gpu_slots=1" in auto[rule, "gnn"]
+        assert "gpu=0" in auto[rule, "linear"] and "gpu_slots=0" in auto[rule, "linear"]
+    for line in resources("cpu").values():
+        assert "gpu=0" in line and "gpu_slots=0" in line
 
 
 def test_unknown_target_dataset_is_named(tmp_path):
@@ -305,25 +355,7 @@ def test_selection_through_the_ablations_to_the_comparison_figure(tmp_path):
     training jobs, the runs train with the chosen point, and the study reaches the
     comparison figure with the graph ablations beside the gnn."""
     models = ["persistence", "linear", "gnn", "gnn_nograph", "gnn_full"]
-    small = {"hidden": [8, 16]}
-    config = tiny_config(
-        {"tiny": {"source": "synthetic", "synthetic": {**TINY_SYNTHETIC, "n_worms": 2}}},
-        preprocess=FAST_PREPROCESS,
-        experiment={
-            "tasks": ["forecast"],
-            "models": models,
-            "protocols": ["lowo"],
-            "seeds": [0],
-            "window": 8,
-            "horizon": 2,
-        },
-        selection={"enabled": True, "budget": 2},
-        training={"max_epochs": 1, "device": "cpu"},
-        models={
-            "linear": {"search": {"alpha": [1.0, 1000.0]}},
-            **{m: {"message": 8, "search": small} for m in models if m.startswith("gnn")},
-        },
-    )
+    config = tiny_study_config(models, seeds=[0], n_worms=2)
     cfg = write_config(tmp_path / "config.yaml", config)
     run_snakemake(tmp_path, configfile=cfg)
     res = tmp_path / "results" / "tiny" / "forecast" / "lowo"
