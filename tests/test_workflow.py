@@ -371,3 +371,6 @@ def test_selection_through_the_ablations_to_the_comparison_figure(tmp_path):
     stats = files.read_json(res / "stats.json")
     compared = {c["model"] for c in stats["comparisons"]}
     assert {"gnn_nograph", "gnn_full"} <= compared
+    # each job's torch and BLAS pools use the one thread its rule declares
+    log = (tmp_path / "logs/tiny/forecast/lowo/gnn/fold0/seed0/train.log").read_text()
+    assert "(1 torch threads, OMP_NUM_THREADS=1)" in log

@@ -47,7 +47,7 @@ JOB_OUTPUT = re.compile(
 )
 RULE_OF = {"selection.json": "select", "model.pt": "train", "metrics.json": "evaluate"}
 #: The threads each rule reserves (workflow/rules/models.smk; a test keeps them equal).
-THREADS = {"select": 2, "train": 2, "evaluate": 1}
+THREADS = {"select": 1, "train": 1, "evaluate": 1}
 
 
 @dataclass(frozen=True)

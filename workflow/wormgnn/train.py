@@ -521,13 +521,16 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     class_weights = class_weights_of(ds, fit_loader).to(device) if run.task == "behaviour" else None
     weights = regulariser_weights(mcfg)
     log.info(
-        "%s/%s/%s fold %d seed %d on %s: %d fit, %d val windows, %s nodes, %d parameters",
+        "%s/%s/%s fold %d seed %d on %s (%d torch threads, OMP_NUM_THREADS=%s): %d fit, "
+        "%d val windows, %s nodes, %d parameters",
         run.task,
         run.protocol,
         run.model,
         run.fold,
         run.seed,
         device,
+        torch.get_num_threads(),
+        os.environ.get("OMP_NUM_THREADS", "unset"),
         fit_loader.n_windows,
         val_loader.n_windows,
         ds.n_nodes or "variable",
