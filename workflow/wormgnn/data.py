@@ -224,8 +224,8 @@ class Batch:
     ``context`` (B, N, L) the ΔF/F of the L frames ending at each window's last input
     frame, NaN before the start of the window's segment, or None; ``node_ids`` (B, N)
     each node's index in the vocabulary (0: unnamed, unseen or padding), or None;
-    ``summary`` a :class:`ContextSummary` of each window's context, padded (the loader's
-    cache; then ``context`` is None)."""
+    ``summary`` the tensors of each window's :class:`ContextSummary`, padded (from the
+    loader's cache; then ``context`` is None)."""
 
     x: torch.Tensor
     mask: torch.Tensor
