@@ -237,6 +237,11 @@ def table(records: list[dict[str, Any]]) -> str:
             f"{r['windows_per_s']:.0f} | {r['epoch_s']:.1f} | {flops} | {share} | "
             f"{r['peak_rss_mb']:.0f} | {gpu} |"
         )
+    if any(r["label"] == "lstm" for r in records):
+        lines.append(
+            "\n(lstm: torch's FLOP counter does not see inside the fused LSTM kernel, so its "
+            "FLOPs and share are not meaningful)"
+        )
     return "\n".join(lines)
 
 
