@@ -178,6 +178,23 @@ def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_resu
     torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(a.edge_prob, b.edge_prob, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(a.context_loss, b.context_loss, atol=1e-5, rtol=1e-4)
+    # without a context loss the summary holds the evidence alone, and still agrees
+    no_loss = ContextSummary(
+        functools.partial(context_summary, lags=4, samples=0), SUMMARY_NODE_DIMS
+    )
+    lean = next(iter(WindowLoader(ds, segments, 32, False, context=40, summary=no_loss)))
+    assert set(lean.summary) == {"evidence"}
+    torch.manual_seed(0)
+    cfg0 = model_config("gnn", {"node_set": "all", "context_frames": 40, "context_weight": 0.0})
+    model0 = build_model(
+        "gnn", "forecast", cfg0, n_nodes=None, window=8, in_channels=1, n_classes=3
+    ).eval()
+    torch.testing.assert_close(
+        model0(lean.x, lean.mask, **lean.inputs).pred,
+        model0(plain.x, plain.mask, **plain.inputs).pred,
+        atol=1e-5,
+        rtol=1e-4,
+    )
     # over the memory limit the loader summarises per batch instead
     small = ContextSummary(summary.compute, SUMMARY_NODE_DIMS, max_bytes=1000)
     fallback = WindowLoader(ds, segments, 32, False, context=40, summary=small)

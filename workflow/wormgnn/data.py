@@ -344,8 +344,6 @@ class WindowLoader:
     @property
     def windows_per_pass(self) -> int:
         """Windows one iteration yields: ``fraction`` of them, at least one."""
-        if self.fraction == 1:
-            return self.n_windows
         return max(1, round(self.fraction * self.n_windows)) if self.n_windows else 0
 
     def __iter__(self):

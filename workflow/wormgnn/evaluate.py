@@ -34,6 +34,7 @@ from wormgnn.models.registry import GNN_MODELS, model_config
 from wormgnn.train import (
     RunConfig,
     build_for,
+    command_errors,
     load_checkpoint,
     parse_run,
     prepare,
@@ -237,7 +238,7 @@ def _write_predictions(
 
 def main(argv: list[str] | None = None) -> None:
     args, run = parse_run(argv, "Evaluate one trained model on its fold's test segments.")
-    try:
+    with command_errors():
         run_evaluation(
             run,
             args.traces,
@@ -248,8 +249,6 @@ def main(argv: list[str] | None = None) -> None:
             args.predictions,
             args.truth,
         )
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
 
 
 if __name__ == "__main__":

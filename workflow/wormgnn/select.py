@@ -27,7 +27,6 @@ training does.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from wormgnn.models import NEURAL_MODELS
 from wormgnn.search import grid
 from wormgnn.train import (
     RunConfig,
-    Stopped,
+    command_errors,
     fingerprint,
     fit_classical,
     fit_neural,
@@ -120,14 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--out", type=Path, required=True, help="output selection.json")
 
     args, run = parse_run(argv, __doc__.split("\n")[0], arguments)
-    try:
+    with command_errors():
         search = files.parse_json_arg(args.search, "search")
         run_selection(run, search, args.traces, args.labels, args.folds, args.out)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
-    except Stopped as stopped:
-        print(f"error: {stopped}; rerun to resume", file=sys.stderr)
-        raise SystemExit(stopped.status) from None
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ redone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import hashlib
@@ -38,7 +39,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,6 @@ class TrainConfig:
     # early stopping then checks validation more often per window trained on.
     epoch_fraction: float = 1.0
     device: str = "auto"  # auto | cpu | cuda
-
-    def __post_init__(self) -> None:
-        if not 0 < self.epoch_fraction <= 1:
-            raise ValueError(
-                f"training.epoch_fraction must be in (0, 1], got {self.epoch_fraction}"
-            )
 
 
 @dataclass
@@ -330,8 +325,11 @@ def prepare(
     context, summary = 0, None
     if run.model == "gnn":
         context = mcfg.context_frames
+        # the context loss's statistics only where there is a context loss
+        samples = None if mcfg.context_weight > 0 else 0
         summary = ContextSummary(
-            functools.partial(context_summary, lags=mcfg.context_lags), SUMMARY_NODE_DIMS
+            functools.partial(context_summary, lags=mcfg.context_lags, samples=samples),
+            SUMMARY_NODE_DIMS,
         )
     named = run.model in GNN_MODELS and run.task in mcfg.identity
     vocabulary = name_vocabulary(ds, train) if named else None
@@ -774,15 +772,23 @@ def parse_run(
     return args, run
 
 
-def main(argv: list[str] | None = None) -> None:
-    args, run = parse_run(argv, "Train one model on one fold and seed.")
+@contextlib.contextmanager
+def command_errors(resume: str = "rerun to resume") -> Iterator[None]:
+    """A module's ``main``: bad input (ValueError) ends with its ``error: ...`` line, and
+    a stop by signal with its message, ``resume`` and the signal's exit status."""
     try:
-        run_training(run, args.traces, args.labels, args.folds, args.model_file, args.history)
+        yield
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err
     except Stopped as stopped:
-        print(f"error: {stopped}; rerun to resume from the last complete epoch", file=sys.stderr)
+        print(f"error: {stopped}; {resume}", file=sys.stderr)
         raise SystemExit(stopped.status) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, run = parse_run(argv, "Train one model on one fold and seed.")
+    with command_errors("rerun to resume from the last complete epoch"):
+        run_training(run, args.traces, args.labels, args.folds, args.model_file, args.history)
 
 
 if __name__ == "__main__":

@@ -454,7 +454,7 @@ def context_summary(
     (:class:`wormgnn.data.WindowLoader`): ``evidence`` (B, N_s, N_r, lags + 2), the
     encoder's pair features (lagged correlations, partial correlation, Granger term),
     and :meth:`ContextDecoder.statistics` (of the first ``samples`` windows only, when
-    given: all the loss reads). ``context`` (B, N, L), NaN outside."""
+    given: all the loss reads; none for 0). ``context`` (B, N, L), NaN outside."""
     u, frames = standardise_context(context)
     corr = torch.cat(
         [
@@ -464,8 +464,9 @@ def context_summary(
         ],
         dim=-1,
     )
-    stats = ContextDecoder.statistics(u[:samples], frames[:samples], lags)
-    return {"evidence": corr, **stats}
+    if samples == 0:  # no context loss to compute
+        return {"evidence": corr}
+    return {"evidence": corr, **ContextDecoder.statistics(u[:samples], frames[:samples], lags)}
 
 
 def softmax_over_types(logits: torch.Tensor, log: bool = False) -> torch.Tensor:
@@ -549,7 +550,8 @@ class RelationalGNN(nn.Module):
         if summary is None:
             if context is None:
                 context = x[..., 0]  # no longer history: the window is the context
-            summary = context_summary(context, self.cfg.context_lags, ContextDecoder.samples)
+            samples = ContextDecoder.samples if self.context_decoder is not None else 0
+            summary = context_summary(context, self.cfg.context_lags, samples)
         logits = self.encoder(x, mask, summary["evidence"])  # (B, N, N, K)
         valid = valid_pairs(mask)
         log_q = softmax_over_types(logits, log=True)
