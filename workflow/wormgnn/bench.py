@@ -143,7 +143,8 @@ def measure(
         record.update(windows_per_s=len(x) / seconds, epoch_s=seconds, steps=1)
     else:
         net = build_for(run, prep).to(dev)
-        optimiser = make_optimiser(net, run.train_config())
+        cfg = run.train_config()
+        optimiser = make_optimiser(net, cfg)
         weights = torch.ones(len(prep.ds.classes), device=dev) if task == "behaviour" else None
         regularisers = regulariser_weights(model_config(model, params))
         iterator = iter(loader)
@@ -162,7 +163,7 @@ def measure(
             loss, _, _ = batch_loss(net, batch, task, run.horizon, regularisers, weights)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), run.train_config().grad_clip)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             optimiser.step()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
