@@ -69,7 +69,13 @@ def test_forward_and_backward_shapes(name, task):
     regularisers = [r for r in (out.kl, out.context_loss) if r is not None]
     loss = pred.pow(2).mean() + sum(regularisers)
     loss.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    # gnn_nograph scores no pair: its message functions (all but the bias) get no gradient
+    unused = {"recv.weight", "recv.bias", "send.weight", "out_weight"}
+    grads = [
+        p.grad
+        for n, p in model.named_parameters()
+        if not (name == "gnn_nograph" and ".convs." in n and n.split(".convs.")[1][2:] in unused)
+    ]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     if name.startswith("gnn"):
         assert first.edge_prob.shape == (B, N, N)
@@ -132,6 +138,28 @@ def test_gnn_nograph_passes_no_message():
     changed = _sensitivity("gnn_nograph")  # whatever graph the batch carries
     assert changed[:, 0].all() and not changed[:, 1:].any()
     assert _model("gnn_nograph", "forecast")(*_inputs("forecast")).edge_prob.sum() == 0
+
+
+@pytest.mark.parametrize("task", ["forecast", "behaviour"])
+def test_gnn_nograph_skips_the_pairs_exactly(task):
+    """Without edges the decoder does not score the pairs: the same output, to the bit,
+    as message passing over an all-zero graph, and the same gradients."""
+    decoder = _model("gnn_nograph", task).decoder
+    for p in decoder.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, mask, _ = _inputs(task)
+    zeros = torch.zeros(x.shape[0], N, N, 1)
+    skipped, scored = decoder(x, mask, None), decoder(x, mask, zeros)
+    torch.testing.assert_close(skipped, scored, rtol=0, atol=0)
+    grads = []
+    for out in (skipped, scored):
+        decoder.zero_grad()
+        out.sum().backward(retain_graph=True)
+        grads.append({n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=0, atol=0)
+    # the message functions get no gradient without edges, and only zeros with them
+    assert all(grads[1][n].abs().sum() == 0 for n in grads[1] if n not in grads[0])
 
 
 def test_gnn_full_connects_every_pair():

@@ -165,7 +165,7 @@ class RelationalConv(nn.Module):
         a = self.recv(h)[:, :, None]  # receivers (B, N_r, 1, T * M)
         s = self.send(h)[:, None]  # senders (B, 1, N_s, T * M)
         msg = torch.relu_(a + s).view(b, n, n, self.n_types, self.message_dim)
-        agg = torch.einsum("bsrt,brstm->brtm", z, msg)  # (B, N_r, T, M)
+        agg = (z.transpose(1, 2)[..., None] * msg).sum(2)  # (B, N_r, T, M)
         return self.read_out(agg)
 
     def read_out(self, agg: torch.Tensor) -> torch.Tensor:
@@ -232,17 +232,21 @@ class RelationalDecoder(nn.Module):
         self,
         x: torch.Tensor,
         mask: torch.Tensor,
-        z: torch.Tensor,
+        z: torch.Tensor | None,
         node_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``z`` None: no edges at all (``gnn_nograph``). The summed message is then zero,
+        so each step's input is the read-out's bias, exactly, without scoring the pairs."""
         b, n = mask.shape
         h = self.embed(x[:, :, -self.frames :].reshape(b, n, -1))  # (B, N, F)
         if self.names is not None and node_ids is not None:
             h = h + self.names(node_ids)
-        if self.cfg.impl == "sparse":
+        if self.cfg.impl == "sparse" and z is not None:
             edge_index, z_edges = dense_to_sparse_edges(z, mask)
         for conv, update in zip(self.convs, self.updates, strict=True):
-            if self.cfg.impl == "sparse":
+            if z is None:
+                m = conv.out_bias.expand(b, n, -1)
+            elif self.cfg.impl == "sparse":
                 m = conv(h.reshape(b * n, -1), edge_index, z_edges).view(b, n, -1)
             else:
                 m = conv(h, z)
@@ -612,10 +616,11 @@ class ConnectomeGNN(nn.Module):
         graph: torch.Tensor | None = None,
         node_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
+        if self.graph == "none":  # no pair is scored: the decoder passes no message
+            edge_prob = x.new_zeros(mask.shape[0], mask.shape[1], mask.shape[1])
+            return ModelOutput(self.decoder(x, mask, None, node_ids), edge_prob=edge_prob)
         pairs = valid_pairs(mask)  # (B, N, N)
-        if self.graph == "none":
-            z = torch.zeros_like(pairs, dtype=x.dtype)
-        elif self.graph == "full":
+        if self.graph == "full":
             z = pairs.to(x.dtype)
         elif graph is None:
             raise ValueError("this gnn needs the fixed graph of each batch (graph=...)")
