@@ -163,21 +163,29 @@ def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_resu
     ds = load_dataset(tiny_results["traces"], tiny_results["labels"], "forecast", "all", 8, 3)
     assert len({worm.n_nodes for worm in ds.worms.values()}) > 1  # padding is exercised
     segments = {w: [(0, 90)] for w in ds.worms}
-    summary = ContextSummary(functools.partial(context_summary, lags=4), SUMMARY_NODE_DIMS)
-    cached = next(iter(WindowLoader(ds, segments, 32, False, context=40, summary=summary)))
     plain = next(iter(WindowLoader(ds, segments, 32, False, context=40)))
-    assert cached.context is None and plain.summary is None
-    assert set(cached.inputs) == {"summary"} and set(plain.inputs) == {"context"}
-    torch.manual_seed(0)
-    cfg = model_config("gnn", {"node_set": "all", "context_frames": 40})
-    model = build_model(
-        "gnn", "forecast", cfg, n_nodes=None, window=8, in_channels=1, n_classes=3
-    ).eval()
-    a = model(cached.x, cached.mask, **cached.inputs)
-    b = model(plain.x, plain.mask, **plain.inputs)
-    torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(a.edge_prob, b.edge_prob, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(a.context_loss, b.context_loss, atol=1e-5, rtol=1e-4)
+    assert plain.summary is None and set(plain.inputs) == {"context"}
+    for senders in (0, 3):  # every pair; three candidate senders per receiver
+        compute = functools.partial(context_summary, lags=4, senders=senders)
+        summary = ContextSummary(compute, SUMMARY_NODE_DIMS)
+        cached = next(iter(WindowLoader(ds, segments, 32, False, context=40, summary=summary)))
+        assert cached.context is None and set(cached.inputs) == {"summary"}
+        torch.manual_seed(0)
+        cfg = model_config("gnn", {"node_set": "all", "context_frames": 40, "senders": senders})
+        model = build_model(
+            "gnn", "forecast", cfg, n_nodes=None, window=8, in_channels=1, n_classes=3
+        ).eval()
+        a = model(cached.x, cached.mask, **cached.inputs)
+        b = model(plain.x, plain.mask, **plain.inputs)
+        torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.edge_prob, b.edge_prob, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.context_loss, b.context_loss, atol=1e-5, rtol=1e-4)
+        assert (a.edge_prob > 0).sum(1).max() <= (senders or a.edge_prob.shape[1])
+    with pytest.raises(ValueError, match="senders"):  # a summary of another layout
+        dense = model_config("gnn", {"node_set": "all", "context_frames": 40, "senders": 0})
+        build_model("gnn", "forecast", dense, n_nodes=None, window=8, in_channels=1, n_classes=3)(
+            cached.x, cached.mask, **cached.inputs
+        )
     # without a context loss the summary holds the evidence alone, and still agrees
     no_loss = ContextSummary(
         functools.partial(context_summary, lags=4, samples=0), SUMMARY_NODE_DIMS
@@ -185,7 +193,9 @@ def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_resu
     lean = next(iter(WindowLoader(ds, segments, 32, False, context=40, summary=no_loss)))
     assert set(lean.summary) == {"evidence"}
     torch.manual_seed(0)
-    cfg0 = model_config("gnn", {"node_set": "all", "context_frames": 40, "context_weight": 0.0})
+    cfg0 = model_config(
+        "gnn", {"node_set": "all", "senders": 0, "context_frames": 40, "context_weight": 0.0}
+    )
     model0 = build_model(
         "gnn", "forecast", cfg0, n_nodes=None, window=8, in_channels=1, n_classes=3
     ).eval()

@@ -482,3 +482,89 @@ def test_partial_correlations_discount_a_shared_partner():
     assert partial[0, 1] > 0.5 and partial[0, 2] > 0.5
     torch.testing.assert_close(partial, partial.T)
     assert partial.diagonal().abs().max() == 0
+
+
+def _with_context(task, n=N, padded=True):
+    """Inputs with a longer context, and one padded node in the last sample."""
+    x, mask, _ = _inputs(task, n)
+    context = torch.randn(B, n, 40, generator=torch.Generator().manual_seed(5))
+    context[0, :, :10] = float("nan")  # a context cut short by its segment's start
+    if padded:
+        mask[-1, -1] = False
+        x[-1, -1] = 0.0
+        context[-1, -1] = 0.0
+    return x, mask, context
+
+
+@pytest.mark.parametrize("task", ["forecast", "behaviour"])
+def test_every_other_node_a_candidate_sender_is_the_dense_gnn(task):
+    """With S = N - 1 candidates the encoder, decoder and context loss see every pair:
+    the same outputs and gradients as the dense gnn, padded nodes included."""
+    dense = _model("gnn", task, senders=0)
+    every = _model("gnn", task, senders=N - 1)
+    for p in dense.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    every.load_state_dict(dense.state_dict())
+    x, mask, context = _with_context(task)
+    outs = []
+    for model in (dense, every):
+        model.eval()
+        if task == "forecast":
+            pred, out = rollout(model, x, mask, None, 3, context=context)
+        else:
+            out = model(x, mask, context=context)
+            pred = out.pred
+        model.zero_grad()
+        (pred.pow(2).sum() + out.kl + out.context_loss).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        outs.append((pred, out.edge_prob, out.kl, out.context_loss, grads))
+    for a, b in zip(outs[0][:4], outs[1][:4], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for name, grad in outs[0][4].items():
+        torch.testing.assert_close(grad, outs[1][4][name], atol=1e-5, rtol=1e-4)
+
+
+def test_candidate_senders_have_the_largest_evidence_and_carry_all_messages():
+    from wormgnn.models.nri import context_summary, sender_candidates
+
+    x, mask, context = _with_context("forecast")
+    summary = context_summary(context, lags=4, senders=2, mask=mask)
+    senders, valid = summary["senders"], summary["sender_mask"] > 0
+    assert senders.shape == (B, N, 2) and summary["sender_gram"].shape == (B, N, 2, 2)
+    full = context_summary(context, lags=4, mask=mask)["evidence"]
+    score = full.abs().sum(-1)  # [b, s, r]
+    for b in range(B):
+        n = int(mask[b].sum())
+        for r in range(n):
+            chosen = senders[b, r].tolist()
+            assert r not in chosen and max(chosen) < n and valid[b, r].all()
+            others = [s for s in range(n) if s != r and s not in chosen]
+            assert score[b, chosen, r].min() >= score[b, others, r].max()
+    assert not valid[-1, -1].any()  # a padded receiver has no candidates
+    # a worm of fewer nodes than candidates: the extra slots are not valid
+    idx, ok = sender_candidates(full[:, :3, :3], 4)
+    assert idx.shape == (B, 3, 4) and ok.sum(-1).tolist() == [[2, 2, 2]] * B
+    # only candidates send: a sender outside a receiver's candidates does not move it
+    model = _model("gnn", "forecast", senders=2).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    out = model(x, mask, summary=summary)
+    outside = torch.ones(B, N, N, dtype=torch.bool)  # [b, s, r]
+    for b in range(B):
+        for r in range(N):
+            outside[b, senders[b, r][valid[b, r]], r] = False
+    assert torch.all(out.edge_prob[outside] == 0) and torch.all(out.edge_prob[~outside] > 0)
+    moved = x.clone()
+    moved[0, 0] += 1.0
+    changed = (model(moved, mask, summary=summary).pred[0] - out.pred[0]).abs() > 1e-6
+    sends_to = ~outside[0, 0]  # receivers that have node 0 as a candidate
+    sends_to[0] = True  # and node 0 itself
+    assert torch.equal(changed, sends_to)
+
+
+def test_candidate_senders_only_with_the_dense_decoder():
+    with pytest.raises(ValueError, match="impl: dense"):
+        model_config("gnn", {"senders": 4, "impl": "sparse"})
+    assert model_config("gnn", {"node_set": "all"}).sender_count == 16
+    assert model_config("gnn", {"node_set": "all", "senders": 0}).sender_count == 0
+    assert model_config("gnn", {}).sender_count == 0

@@ -47,7 +47,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("lstm", "lstm", {}),
     ("gnn", "gnn", {}),
     ("gnn_sparse", "gnn", {"impl": "sparse"}),
-    ("gnn_all", "gnn", {"node_set": "all"}),
+    ("gnn_all", "gnn", {"node_set": "all"}),  # 16 candidate senders per receiver
+    ("gnn_all_dense", "gnn", {"node_set": "all", "senders": 0}),  # every pair
     ("gnn_connectome", "gnn_connectome", {}),
 ]
 

@@ -328,7 +328,12 @@ def prepare(
         # the context loss's statistics only where there is a context loss
         samples = None if mcfg.context_weight > 0 else 0
         summary = ContextSummary(
-            functools.partial(context_summary, lags=mcfg.context_lags, samples=samples),
+            functools.partial(
+                context_summary,
+                lags=mcfg.context_lags,
+                samples=samples,
+                senders=mcfg.sender_count,
+            ),
             SUMMARY_NODE_DIMS,
         )
     named = run.model in GNN_MODELS and run.task in mcfg.identity

@@ -14,13 +14,16 @@ class ModelOutput:
     ``edge_prob``: (B, N, N) inferred probability of an edge sender → receiver (GNN).
     ``kl``: scalar KL divergence of the edge posterior from its prior (GNN).
     ``edges``: (B, N, N, T) the edge weights the decoder used, reusable by a rollout.
-    ``context_loss``: scalar error of the inferred graph's model of the context (GNN)."""
+    ``context_loss``: scalar error of the inferred graph's model of the context (GNN).
+    ``senders``: (B, N_r, S) each receiver's candidate senders, when ``edges`` holds
+    only theirs, receiver-major (B, N_r, S, T); a rollout passes both back."""
 
     pred: torch.Tensor
     edge_prob: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     edges: torch.Tensor | None = None
     context_loss: torch.Tensor | None = None
+    senders: torch.Tensor | None = None
 
 
 def model_inputs(
@@ -56,7 +59,7 @@ def rollout(
     first = None
     for _ in range(horizon):
         if first is not None and getattr(model, "reuses_edges", False):
-            out = model(window, mask, graph, edges=first.edges, **inputs)
+            out = model(window, mask, graph, edges=first.edges, senders=first.senders, **inputs)
         else:
             out = model(window, mask, graph, **inputs)
         if first is None:

@@ -76,6 +76,11 @@ class GNNConfig:
     pooling: str = "attention"  # attention | mean
     dropout: float = 0.0
     impl: str = "dense"  # dense | sparse (PyG MessagePassing); same maths
+    # Candidate senders per receiver: each receiver keeps the ``senders`` nodes whose pair
+    # evidence over the context is largest (:func:`sender_candidates`), and only those
+    # pairs are scored and carry messages; the others have edge probability 0. None: 16
+    # on the ``all`` node set (110-130 ROIs), every pair on ``shared``; 0: every pair.
+    senders: int | None = None
     # Frames of its own history each node's decoder state sees (None: the whole window).
     # Fewer frames make the forecast lean on messages, as in NRI's Markovian decoder.
     decoder_frames: int | None = None
@@ -100,6 +105,17 @@ class GNNConfig:
             raise ValueError(
                 f"identity: unknown task(s) {sorted(unknown)}; use forecast or behaviour"
             )
+        if self.senders is not None and self.senders < 0:
+            raise ValueError(f"senders: {self.senders} must be >= 0 (0: every pair)")
+        if self.sender_count and self.impl == "sparse":
+            raise ValueError("senders: candidate senders need impl: dense")
+
+    @property
+    def sender_count(self) -> int:
+        """Candidate senders per receiver (0: every pair), with ``senders: null`` resolved."""
+        if self.senders is not None:
+            return self.senders
+        return 16 if self.node_set == "all" else 0
 
 
 def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -127,6 +143,23 @@ class PairwiseMLP(nn.Module):
         if extra is not None:
             pre += extra  # in place: the (B, N, N, hidden) tensors bound the CPU's speed
         return self.out(pre)
+
+    def candidates(self, h: torch.Tensor, senders: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """The same function on each receiver's candidate senders, receiver-major: h (B,
+        N, F), senders (B, N_r, S) indices, extra (B, N_r, S, hidden) → (B, N_r, S, out)."""
+        pre = gather_nodes(self.send(h), senders) + self.recv(h)[:, :, None]
+        pre += extra
+        return self.out(pre)
+
+    def self_pairs(self, h: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """The pairs (r, r): h (B, N, F), extra (B, N, hidden) → (B, N, out)."""
+        return self.out(self.send(h) + self.recv(h) + extra)
+
+
+def gather_nodes(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per-node rows ``t`` (B, N, ...) at ``index`` (B, N_r, S) → (B, N_r, S, ...)."""
+    batch = torch.arange(t.shape[0], device=t.device)[:, None, None]
+    return t[batch, index]
 
 
 class RelationalConv(nn.Module):
@@ -157,15 +190,24 @@ class RelationalConv(nn.Module):
         nn.init.xavier_uniform_(self.out_weight)
         nn.init.zeros_(self.out_bias)
 
-    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, z: torch.Tensor, senders: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``senders`` (B, N_r, S): each receiver's candidate senders; ``z`` is then
+        receiver-major (B, N_r, S, T), weights of those pairs only."""
         b, n, _ = h.shape
         # Receiver-major (B, N_r, N_s, ·): the sum over senders is then a batched
         # (1 × N_s)(N_s × M) product with no copy of the per-pair tensor (1.7× faster
-        # than sender-major in a CPU micro-benchmark).
+        # than sender-major in a CPU micro-benchmark; a broadcast product and sum was
+        # 1.3× slower for the gnn, whose z needs a gradient, on 40 nodes).
         a = self.recv(h)[:, :, None]  # receivers (B, N_r, 1, T * M)
-        s = self.send(h)[:, None]  # senders (B, 1, N_s, T * M)
-        msg = torch.relu_(a + s).view(b, n, n, self.n_types, self.message_dim)
-        agg = (z.transpose(1, 2)[..., None] * msg).sum(2)  # (B, N_r, T, M)
+        if senders is None:
+            s = self.send(h)[:, None]  # senders (B, 1, N_s, T * M)
+            z = z.transpose(1, 2)  # (B, N_r, N_s, T)
+        else:
+            s = gather_nodes(self.send(h), senders)  # (B, N_r, S, T * M)
+        msg = torch.relu_(a + s).view(b, n, s.shape[2], self.n_types, self.message_dim)
+        agg = torch.einsum("brst,brstm->brtm", z, msg)  # (B, N_r, T, M)
         return self.read_out(agg)
 
     def read_out(self, agg: torch.Tensor) -> torch.Tensor:
@@ -234,9 +276,11 @@ class RelationalDecoder(nn.Module):
         mask: torch.Tensor,
         z: torch.Tensor | None,
         node_ids: torch.Tensor | None = None,
+        senders: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``z`` None: no edges at all (``gnn_nograph``). The summed message is then zero,
-        so each step's input is the read-out's bias, exactly, without scoring the pairs."""
+        so each step's input is the read-out's bias, exactly, without scoring the pairs.
+        ``senders``: candidate senders (:class:`RelationalConv`)."""
         b, n = mask.shape
         h = self.embed(x[:, :, -self.frames :].reshape(b, n, -1))  # (B, N, F)
         if self.names is not None and node_ids is not None:
@@ -249,7 +293,7 @@ class RelationalDecoder(nn.Module):
             elif self.cfg.impl == "sparse":
                 m = conv(h.reshape(b * n, -1), edge_index, z_edges).view(b, n, -1)
             else:
-                m = conv(h, z)
+                m = conv(h, z, senders)
             h = h + update(torch.cat([h, m], dim=-1))
         if self.task == "forecast":
             return self.head(h).squeeze(-1)  # (B, N) next-frame change
@@ -343,11 +387,17 @@ class RelationEncoder(nn.Module):
         self.skip = nn.Linear(m, m, bias=False)
         self.logits = nn.Linear(m, cfg.edge_types)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, summary: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``summary``: :func:`context_summary`. With candidate senders in it, the logits
+        are those of each receiver's candidates, receiver-major (B, N_r, S, K)."""
         b, n = mask.shape
-        pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
-        evidence = torch.cat([evidence, evidence.abs()], dim=-1)  # (B, N_s, N_r, 2 * lags + 4)
         h = self.embed(x.reshape(b, n, -1))
+        if "senders" in summary:
+            return self._candidates(h, mask, summary)
+        pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
+        evidence = _pair_features(summary["evidence"])  # (B, N_s, N_r, 2 * lags + 4)
         e = self.edge1(h, extra=self.pair_in(evidence))  # (B, N_s, N_r, F)
         if not mask.all():  # padded nodes send nothing (a fixed node set has none)
             e = e * pair[..., None]
@@ -355,6 +405,27 @@ class RelationEncoder(nn.Module):
         h2 = self.node2(incoming)
         e2 = self.edge2(h2, extra=self.skip(e))
         return self.logits(e2) + self.pair_out(evidence)
+
+    def _candidates(
+        self, h: torch.Tensor, mask: torch.Tensor, summary: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The same encoder over each receiver's candidate senders. The edge → node step
+        also takes the pair (r, r), as the dense one does, and averages over the pairs it
+        sums: with every other node a candidate, this is the dense encoder exactly."""
+        senders, valid = summary["senders"], summary["sender_mask"]  # (B, N_r, S)
+        evidence = _pair_features(summary["sender_evidence"])  # (B, N_r, S, 2 * lags + 4)
+        own = _pair_features(summary["self_evidence"])  # (B, N, 2 * lags + 4)
+        e = self.edge1.candidates(h, senders, self.pair_in(evidence)) * valid[..., None]
+        e_self = self.edge1.self_pairs(h, self.pair_in(own)) * mask[..., None]
+        incoming = (e.sum(2) + e_self) / (valid.sum(-1, keepdim=True) + 1)
+        h2 = self.node2(incoming)
+        e2 = self.edge2.candidates(h2, senders, self.skip(e))
+        return self.logits(e2) + self.pair_out(evidence)
+
+
+def _pair_features(evidence: torch.Tensor) -> torch.Tensor:
+    """The encoder's pair features: the evidence and its magnitude."""
+    return torch.cat([evidence, evidence.abs()], dim=-1)
 
 
 class ContextDecoder(nn.Module):
@@ -430,15 +501,20 @@ class ContextDecoder(nn.Module):
         self, stats: dict[str, torch.Tensor], z: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         s = self.samples
-        cross, moments = stats["cross"][:s], stats["moments"][:s]
-        z, mask = z[:s], mask[:s]
+        moments, z, mask = stats["moments"][:s], z[:s], mask[:s]
         coef = torch.cat([torch.ones_like(self.own[:1]), -self.own])  # c = [1, -a]
-        gram = cross[..., 1]  # (B, N_s, N_s): u_s(t - 1) u_q(t - 1), symmetric
+        if "sender_gram" in stats:  # candidate senders: z is receiver-major (B, N_r, S, T)
+            cross = stats["sender_cross"][:s]  # (B, N_r, S, p + 1)
+            gram = stats["sender_gram"][:s]  # (B, N_r, S, S): each receiver's senders
+            w = z.sum(-1)  # (B, N_r, S)
+        else:
+            cross = stats["cross"][:s]  # (B, N_r, N_s, p + 1)
+            gram = cross[:, None, ..., 1]  # (B, 1, N_s, N_s): u_s(t - 1) u_q(t - 1)
+            w = z.sum(-1).transpose(1, 2)  # (B, N_r, N_s)
         residual_cross = torch.einsum("brsk,k->brs", cross, coef)  # (B, N_r, N_s)
         residual_sq = torch.einsum("bnkl,k,l->bn", moments, coef, coef)  # (B, N_r)
-        w = z.sum(-1).transpose(1, 2)  # (B, N_r, N_s)
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        system = w[..., :, None] * gram[:, None] * w[..., None, :] + self.ridge * eye
+        system = w[..., :, None] * gram * w[..., None, :] + self.ridge * eye
         rhs = w * residual_cross  # X_r^T e_r / T
         explained = (rhs * torch.linalg.solve(system, rhs[..., None])[..., 0]).sum(-1)
         loss = residual_sq - explained  # (B, N_r)
@@ -447,18 +523,62 @@ class ContextDecoder(nn.Module):
 
 #: Per tensor of :func:`context_summary`, how many dimensions after the batch's are
 #: nodes (the loader pads them to a batch's largest worm).
-SUMMARY_NODE_DIMS = {"evidence": 2, "cross": 2, "moments": 1}
+SUMMARY_NODE_DIMS = {
+    "evidence": 2,
+    "cross": 2,
+    "moments": 1,
+    "senders": 1,
+    "sender_mask": 1,
+    "sender_evidence": 1,
+    "self_evidence": 1,
+    "sender_cross": 1,
+    "sender_gram": 1,
+}
+
+
+def sender_candidates(
+    evidence: torch.Tensor, count: int, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each receiver's ``count`` candidate senders: the other valid nodes with the largest
+    summed magnitude of pair evidence (lagged and partial correlations, Granger term)
+    over the context. ``evidence`` (B, N_s, N_r, E), ``mask`` (B, N) or None (all valid)
+    → senders (B, N_r, count) indices and their (B, N_r, count) bool validity (False
+    for padded receivers, and past the N - 1 other nodes of a small worm)."""
+    b, n = evidence.shape[:2]
+    score = evidence.abs().sum(-1).transpose(1, 2)  # (B, N_r, N_s)
+    invalid = torch.eye(n, dtype=torch.bool, device=evidence.device)[None]
+    if mask is not None:
+        invalid = invalid | ~mask[:, None, :]
+    top, senders = score.masked_fill(invalid, float("-inf")).topk(min(count, n - 1), dim=-1)
+    valid = torch.isfinite(top)
+    if mask is not None:
+        valid &= mask[:, :, None]
+    if senders.shape[-1] < count:  # fewer other nodes than candidates
+        senders = F.pad(senders, (0, count - senders.shape[-1]))
+        valid = F.pad(valid, (0, count - valid.shape[-1]))
+    return senders, valid
 
 
 def context_summary(
-    context: torch.Tensor, lags: int, samples: int | None = None
+    context: torch.Tensor,
+    lags: int,
+    samples: int | None = None,
+    senders: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Everything the ``gnn`` reads from its context, a function of the data alone, so
     the loader computes it once per window and reuses it every epoch
     (:class:`wormgnn.data.WindowLoader`): ``evidence`` (B, N_s, N_r, lags + 2), the
     encoder's pair features (lagged correlations, partial correlation, Granger term),
     and :meth:`ContextDecoder.statistics` (of the first ``samples`` windows only, when
-    given: all the loss reads; none for 0). ``context`` (B, N, L), NaN outside."""
+    given: all the loss reads; none for 0). ``context`` (B, N, L), NaN outside.
+
+    With ``senders`` > 0, only each receiver's candidate senders
+    (:func:`sender_candidates`; ``mask`` (B, N) the valid nodes, or None for all): their
+    indices ``senders`` and float ``sender_mask`` (B, N_r, S), ``sender_evidence`` (B,
+    N_r, S, lags + 2), ``self_evidence`` (B, N, lags + 2) of each pair (r, r), and the
+    statistics restricted to them: ``sender_cross`` (B, N_r, S, p + 1), ``sender_gram``
+    (B, N_r, S, S), ``moments``. A window's summary then grows as N·S², not N²."""
     u, frames = standardise_context(context)
     corr = torch.cat(
         [
@@ -468,9 +588,26 @@ def context_summary(
         ],
         dim=-1,
     )
-    if samples == 0:  # no context loss to compute
-        return {"evidence": corr}
-    return {"evidence": corr, **ContextDecoder.statistics(u[:samples], frames[:samples], lags)}
+    stats = {} if samples == 0 else ContextDecoder.statistics(u[:samples], frames[:samples], lags)
+    if not senders:
+        return {"evidence": corr, **stats}
+    index, valid = sender_candidates(corr, senders, mask)
+    batch = torch.arange(corr.shape[0], device=corr.device)[:, None, None]
+    receiver = torch.arange(corr.shape[2], device=corr.device)[None, :, None]
+    out = {
+        "senders": index,
+        "sender_mask": valid.to(corr.dtype),  # float: the loader zero-pads it
+        "sender_evidence": corr[batch, index, receiver],  # corr is [b, s, r]
+        "self_evidence": corr.diagonal(dim1=1, dim2=2).transpose(1, 2),
+    }
+    if stats:
+        m = stats["cross"].shape[0]  # the first `samples` windows
+        index, batch = index[:m], batch[:m]
+        gram = stats["cross"][..., 1]  # (B, N, N)
+        out["sender_cross"] = stats["cross"][batch, receiver, index]  # cross is [b, r, s]
+        out["sender_gram"] = gram[batch[..., None], index[..., :, None], index[..., None, :]]
+        out["moments"] = stats["moments"]
+    return out
 
 
 def softmax_over_types(logits: torch.Tensor, log: bool = False) -> torch.Tensor:
@@ -548,16 +685,28 @@ class RelationalGNN(nn.Module):
         context: torch.Tensor | None = None,
         node_ids: torch.Tensor | None = None,
         summary: dict[str, torch.Tensor] | None = None,
+        senders: torch.Tensor | None = None,
     ) -> ModelOutput:
         if edges is not None:  # a rollout step: keep the graph inferred from the observed window
-            return ModelOutput(self.decoder(x, mask, edges, node_ids), edges=edges)
+            out = self.decoder(x, mask, edges, node_ids, senders)
+            return ModelOutput(out, edges=edges, senders=senders)
         if summary is None:
             if context is None:
                 context = x[..., 0]  # no longer history: the window is the context
             samples = ContextDecoder.samples if self.context_decoder is not None else 0
-            summary = context_summary(context, self.cfg.context_lags, samples)
-        logits = self.encoder(x, mask, summary["evidence"])  # (B, N, N, K)
-        valid = valid_pairs(mask)
+            summary = context_summary(
+                context, self.cfg.context_lags, samples, self.cfg.sender_count, mask
+            )
+        senders = summary.get("senders")
+        width = 0 if senders is None else senders.shape[-1]
+        if width != self.cfg.sender_count:
+            raise ValueError(
+                f"gnn: a context summary for senders={width} given to a model with "
+                f"senders={self.cfg.sender_count} (0: every pair)"
+            )
+        # (B, N_s, N_r, K), or (B, N_r, S, K) over each receiver's candidate senders
+        logits = self.encoder(x, mask, summary)
+        valid = valid_pairs(mask) if senders is None else summary["sender_mask"] > 0
         log_q = softmax_over_types(logits, log=True)
         q = log_q.exp()
         if self.training:
@@ -566,13 +715,21 @@ class RelationalGNN(nn.Module):
             z = q
         z = z * valid[..., None]
         kl = ((q * (log_q - self.log_prior)).sum(-1) * valid).sum() / valid.sum().clamp(min=1)
-        pred = self.decoder(x, mask, z[..., 1:], node_ids)
+        pred = self.decoder(x, mask, z[..., 1:], node_ids, senders)
         edge_prob = (1.0 - q[..., 0]) * valid
+        if senders is not None:  # pairs outside the candidates: probability 0
+            dense = edge_prob.new_zeros(mask.shape[0], mask.shape[1], mask.shape[1])
+            edge_prob = dense.scatter_add(2, senders, edge_prob).transpose(1, 2)  # [b, s, r]
         context_loss = None
         if self.context_decoder is not None:
             context_loss = self.context_decoder(summary, z[..., 1:], mask)
         return ModelOutput(
-            pred, edge_prob=edge_prob, kl=kl, edges=z[..., 1:], context_loss=context_loss
+            pred,
+            edge_prob=edge_prob,
+            kl=kl,
+            edges=z[..., 1:],
+            context_loss=context_loss,
+            senders=senders,
         )
 
 
