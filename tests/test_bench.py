@@ -94,14 +94,16 @@ def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
     )
     result = json.loads((out / "study.json").read_text())
     kinds = {(k["rule"], k["model"]): k for k in result["kinds"]}
-    # 3 lowo folds: per model 3 × 2 seeds train and evaluate jobs, and 3 selections
-    assert kinds["train", "gnn"]["planned"] == 6 and kinds["evaluate", "linear"]["planned"] == 6
+    # 3 lowo folds: per model 3 train and evaluate jobs (each of both seeds), 3 selections
+    assert kinds["train", "gnn"]["planned"] == 3 and kinds["evaluate", "linear"]["planned"] == 3
     assert kinds["select", "gnn"]["planned"] == 3 and ("select", "persistence") not in kinds
     for kind in result["kinds"]:
-        assert kind["measured"] == 1, kind  # fold 0, seed 0 (and its selection) only
+        assert kind["measured"] == 1, kind  # fold 0 (and its selection) only
         assert kind["projected_s"] == pytest.approx(kind["mean_s"] * kind["planned"])
+    for seed in (0, 1):  # fold 0's one train job wrote both seeds' files
+        assert (tmp_path / f"results/tiny/forecast/lowo/gnn/fold0/seed{seed}/metrics.json").exists()
     totals = result["totals"]
-    assert totals["jobs"] == 2 * 6 * 3 + 2 * 3 and totals["jobs_measured"] == 2 * 3 + 2
+    assert totals["jobs"] == 2 * 3 * 3 + 2 * 3 and totals["jobs_measured"] == 2 * 3 + 2
     assert totals["core_seconds"] == pytest.approx(
         sum(k["projected_s"] * k["threads"] for k in result["kinds"])
     )
@@ -122,9 +124,11 @@ def test_study_threads_are_the_rules():
 
 def test_a_study_output_names_its_job():
     job = studycost.parse_output("results/d/behaviour/within/gnn_full/fold3/seed2/metrics.json")
-    assert job == studycost.Job("evaluate", "d", "behaviour", "within", "gnn_full", 3, 2)
-    assert job.benchmark == "benchmarks/d/behaviour/within/gnn_full/fold3/seed2/evaluate.tsv"
+    assert job == studycost.Job("evaluate", "d", "behaviour", "within", "gnn_full", 3)
+    assert job.benchmark == "benchmarks/d/behaviour/within/gnn_full/fold3/evaluate.tsv"
+    seed0 = "results/d/behaviour/within/gnn_full/fold3/seed0/metrics.json"
+    assert studycost.parse_output(seed0) == job  # one job evaluates every seed of a fold
     select = studycost.parse_output("results/d/forecast/lodo/mlp/fold0/selection.json")
-    assert select.rule == "select" and select.seed is None
+    assert select.rule == "select"
     assert select.benchmark == "benchmarks/d/forecast/lodo/mlp/fold0/select.tsv"
     assert studycost.parse_output("results/d/forecast/lowo/summary.csv") is None

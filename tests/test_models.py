@@ -155,7 +155,9 @@ def test_gnn_nograph_skips_the_pairs_exactly(task):
     for out in (skipped, scored):
         decoder.zero_grad()
         out.sum().backward(retain_graph=True)
-        grads.append({n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None})
+        grads.append(
+            {n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None}
+        )
     for name, grad in grads[0].items():
         torch.testing.assert_close(grad, grads[1][name], rtol=0, atol=0)
     # the message functions get no gradient without edges, and only zeros with them

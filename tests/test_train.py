@@ -368,3 +368,99 @@ def test_an_orphaned_training_job_stops_by_itself(tiny_results, tmp_path):
     assert "error: stopped: the workflow that started this job is gone; rerun to resume" in text
     assert "the process that started this job is gone: stopping" in text
     assert (out / "model.pt.partial").exists() and not (out / "model.pt").exists()
+
+
+def _seed_args(tiny, run, out, seeds, files_per_seed):
+    """``train``/``evaluate`` arguments for ``seeds`` in one job, each seed's files in
+    ``out/seed<s>/``."""
+    args = ["--traces", str(tiny["traces"]), "--labels", str(tiny["labels"])]
+    args += ["--folds", str(tiny["folds"]), "--run", json.dumps(dataclasses.asdict(run))]
+    args += ["--seeds", *map(str, seeds)]
+    for option, name in files_per_seed.items():
+        args += [option, *(str(out / f"seed{s}" / name) for s in seeds)]
+    return args
+
+
+TRAIN_FILES = {"--model-file": "model.pt", "--history": "history.csv"}
+EVAL_FILES = {"--metrics": "metrics.json", "--predictions": "predictions.h5"}
+
+
+def _history(path):
+    """history.csv without its timing columns."""
+    rows = [r.split(",") for r in path.read_text().splitlines()]
+    keep = [i for i, name in enumerate(rows[0]) if name not in ("seconds", "train_windows_per_s")]
+    return [[r[i] for i in keep] for r in rows]
+
+
+@pytest.mark.parametrize("model", ["gnn", "linear"])
+def test_a_folds_seeds_in_one_job_are_each_seed_alone(tiny_results, tmp_path, model):
+    """One job trains and evaluates seeds 0 and 1 in turn: seed 1's model, history and
+    metrics are those of a job for seed 1 alone, bit for bit."""
+    run = _run(model)
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    train.main(_seed_args(tiny_results, run, together, [0, 1], TRAIN_FILES))
+    train.main(_seed_args(tiny_results, run, alone, [1], TRAIN_FILES))
+    eval_files = {"--model-file": "model.pt", **EVAL_FILES}
+    evaluate.main(_seed_args(tiny_results, run, together, [0, 1], eval_files))
+    evaluate.main(_seed_args(tiny_results, run, alone, [1], eval_files))
+    a, b = (load_checkpoint(d / "seed1" / "model.pt") for d in (together, alone))
+    assert a["run"]["seed"] == b["run"]["seed"] == 1
+    key = "state_dict" if model == "gnn" else "linear"
+    for name in a[key]:
+        torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0)
+    assert _history(together / "seed1/history.csv") == _history(alone / "seed1/history.csv")
+    ma, mb = (files.read_json(d / "seed1" / "metrics.json") for d in (together, alone))
+    assert ma == mb and ma["seed"] == 1
+    seed0 = files.read_json(together / "seed0" / "metrics.json")
+    assert seed0["seed"] == 0
+    if model == "gnn":  # another seed, another model
+        assert seed0["per_horizon"] != ma["per_horizon"]
+    assert not list(together.rglob("*.partial"))  # every seed done: no resume points left
+
+
+def test_a_failed_seed_leaves_the_finished_ones_to_be_rewritten_without_training(
+    tiny_results, tmp_path, monkeypatch, capfd
+):
+    """Seed 1 fails after seed 0 finished; Snakemake removes the job's outputs. The rerun
+    writes seed 0's files again from its resume point, without an epoch of training."""
+    run = _run("gnn")
+    out = tmp_path / "job"
+    args = _seed_args(tiny_results, run, out, [0, 1], TRAIN_FILES)
+    train.main(_seed_args(tiny_results, run, tmp_path / "straight", [0], TRAIN_FILES))
+    real = train.run_training
+
+    def seed_1_fails(run, *rest, **kw):
+        if run.seed == 1:
+            raise ValueError("seed 1 failed")
+        return real(run, *rest, **kw)
+
+    monkeypatch.setattr(train, "run_training", seed_1_fails)
+    with pytest.raises(SystemExit, match="seed 1 failed"):
+        train.main(args)
+    monkeypatch.setattr(train, "run_training", real)
+    for name in TRAIN_FILES.values():  # what Snakemake does with a failed job's outputs
+        (out / "seed0" / name).unlink()
+    assert (out / "seed0" / "model.pt.partial").exists()
+    capfd.readouterr()
+    train.main(args)
+    seed0_log, seed1_log = capfd.readouterr().err.split("seed 1 (2 of 2)")
+    assert "resuming from the checkpoint of epoch" in seed0_log
+    assert "epoch   1 " not in seed0_log  # seed 0 trained no epoch again
+    assert "epoch   1 " in seed1_log
+    a, b = (load_checkpoint(d / "seed0" / "model.pt") for d in (out, tmp_path / "straight"))
+    for name in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][name], b["state_dict"][name], rtol=0, atol=0)
+    assert _history(out / "seed0/history.csv") == _history(tmp_path / "straight/seed0/history.csv")
+    assert not list(out.rglob("*.partial"))
+
+
+def test_each_seed_needs_its_own_files(tiny_results, tmp_path):
+    run = _run("linear")
+    args = _seed_args(tiny_results, run, tmp_path, [0, 1], TRAIN_FILES)
+    short = args[: args.index("--history") + 2]  # one history for two seeds
+    with pytest.raises(SystemExit, match="--history: 1 path"):
+        train.main(short)
+    twice = _seed_args(tiny_results, run, tmp_path, [0, 0], TRAIN_FILES)
+    with pytest.raises(SystemExit, match="given twice"):
+        train.main(twice)
+    assert not list(tmp_path.rglob("model.pt"))

@@ -253,8 +253,9 @@ def test_real_fixture_through_preprocess_and_labels(kato_fixture, kato_npz, tmp_
 
 
 def test_tiny_pipeline_to_figures_and_report(tmp_path):
-    """Every (task, protocol, model, fold, seed) becomes its own train and evaluate job,
-    and one command carries them through aggregates and figures; then the report."""
+    """Every (task, protocol, model, fold) becomes its own train and evaluate job, which
+    runs its seeds, and one command carries them through aggregates and figures; then
+    the report."""
     models = ["persistence", "linear", "gnn"]
     config = tiny_config(
         {"tiny": {"source": "synthetic", "synthetic": {**TINY_SYNTHETIC, "n_worms": 2}}},
@@ -286,10 +287,8 @@ def test_tiny_pipeline_to_figures_and_report(tmp_path):
     gnn = files.read_json(res / "forecast/lowo/gnn/fold1/seed0/metrics.json")
     assert gnn["test_worms"] == [1] and gnn["edge_reference"] == "ground_truth"
     assert (res / "forecast/lowo/gnn/fold1/seed0/model.pt").exists()
-    assert (tmp_path / "benchmarks/tiny/forecast/lowo/gnn/fold1/seed0/train.tsv").exists()
-    assert (
-        "epoch   2" in (tmp_path / "logs/tiny/forecast/lowo/gnn/fold1/seed0/train.log").read_text()
-    )
+    assert (tmp_path / "benchmarks/tiny/forecast/lowo/gnn/fold1/train.tsv").exists()
+    assert "epoch   2" in (tmp_path / "logs/tiny/forecast/lowo/gnn/fold1/train.log").read_text()
     # aggregates: every model, every horizon, two folds each
     for task in ("forecast", "behaviour"):
         for protocol in ("lowo", "within"):
@@ -372,5 +371,5 @@ def test_selection_through_the_ablations_to_the_comparison_figure(tmp_path):
     compared = {c["model"] for c in stats["comparisons"]}
     assert {"gnn_nograph", "gnn_full"} <= compared
     # each job's torch and BLAS pools use the one thread its rule declares
-    log = (tmp_path / "logs/tiny/forecast/lowo/gnn/fold0/seed0/train.log").read_text()
+    log = (tmp_path / "logs/tiny/forecast/lowo/gnn/fold0/train.log").read_text()
     assert "(1 torch threads, OMP_NUM_THREADS=1)" in log

@@ -147,11 +147,27 @@ FORECAST_ONLY_MODELS = ("persistence",)
 FOLD_SUBDIR = "{dataset}/{task}/{protocol}/{model}/fold{fold}/seed{seed}"
 SELECTION = "results/{dataset}/{task}/{protocol}/{model}/fold{fold}/selection.json"
 FOLD_DIR = f"results/{FOLD_SUBDIR}"
+# One train and one evaluate job per fold: the job runs every seed in turn, in one
+# process, and writes each seed's files under seed<s>/ (the same files, and numbers,
+# as a job per seed; the process starts and reads the data once, not once per seed).
+FOLD_JOB = "{dataset}/{task}/{protocol}/{model}/fold{fold}"
+
+
+SEEDS_ARG = " ".join(str(s) for s in config["experiment"]["seeds"])
+
+
+def per_seed(name):
+    """``name`` in every configured seed's directory of the fold job's wildcards."""
+    pattern = (
+        "results/{{dataset}}/{{task}}/{{protocol}}/{{model}}/fold{{fold}}/seed{seed}"
+    )
+    return expand(f"{pattern}/{name}", seed=config["experiment"]["seeds"])
 
 
 def get_run_config(wildcards):
     """The resolved configuration of one training job, as JSON for the module (select
-    has no seed wildcard: it trains with the first seed)."""
+    has no seed wildcard: it trains with the first seed; the train and evaluate jobs of a
+    fold run every seed, passed as ``--seeds``)."""
     params = dict(config.get("models", {}).get(wildcards.model) or {})
     params.pop("search", None)
     training = {**config.get("training", {}), **params.pop("training", {})}

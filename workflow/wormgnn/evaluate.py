@@ -38,6 +38,7 @@ from wormgnn.train import (
     load_checkpoint,
     parse_run,
     prepare,
+    seed_runs,
     stack_windows,
 )
 
@@ -237,18 +238,20 @@ def _write_predictions(
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, run = parse_run(argv, "Evaluate one trained model on its fold's test segments.")
+    args, run = parse_run(argv, "Evaluate one model's trained seeds on their fold's test segments.")
     with command_errors():
-        run_evaluation(
-            run,
-            args.traces,
-            args.labels,
-            args.folds,
-            args.model_file,
-            args.metrics,
-            args.predictions,
-            args.truth,
-        )
+        runs = seed_runs(args, run, ["model_file", "metrics", "predictions"])
+        for seed_run, (model_file, metrics, predictions) in runs:
+            run_evaluation(
+                seed_run,
+                args.traces,
+                args.labels,
+                args.folds,
+                model_file,
+                metrics,
+                predictions,
+                args.truth,
+            )
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@
 
 1. **Plan.** The data stages run first (they decide the folds), then
    ``snakemake --summary`` lists every output the study would make. Each ``select``,
-   ``train`` and ``evaluate`` job is one of those paths, and its *kind* is
-   (rule, task, protocol, model).
-2. **Measure.** Unless ``--no-run``, Snakemake runs one job of every kind: fold 0 and
-   the first seed of each (task, protocol, model), with its selection. Every such rule
-   writes Snakemake's ``benchmark:`` file (wall seconds ``s`` and ``cpu_time``); every
+   ``train`` and ``evaluate`` job is one fold's (a train or evaluate job writes every
+   seed's files), and its *kind* is (rule, task, protocol, model).
+2. **Measure.** Unless ``--no-run``, Snakemake runs one job of every kind: fold 0 of
+   each (task, protocol, model), with its selection. Every such rule writes
+   Snakemake's ``benchmark:`` file (wall seconds ``s`` and ``cpu_time``); every
    benchmark file already in the working directory is read, so a finished or partial
    study measures itself.
 3. **Project.** Per kind: the mean measured wall time × the planned jobs; core-seconds
@@ -52,33 +52,24 @@ THREADS = {"select": 1, "train": 1, "evaluate": 1}
 
 @dataclass(frozen=True)
 class Job:
+    """One ``select``, ``train`` or ``evaluate`` job: one per fold (a fold's train and
+    evaluate jobs run every seed)."""
+
     rule: str
     dataset: str
     task: str
     protocol: str
     model: str
     fold: int
-    seed: int | None
 
     @property
     def kind(self) -> tuple[str, str, str, str]:
         return (self.rule, self.task, self.protocol, self.model)
 
     @property
-    def output(self) -> str:
-        fold = f"results/{self.dataset}/{self.task}/{self.protocol}/{self.model}/fold{self.fold}"
-        if self.rule == "select":
-            return f"{fold}/selection.json"
-        return f"{fold}/seed{self.seed}/" + ("model.pt" if self.rule == "train" else "metrics.json")
-
-    @property
     def benchmark(self) -> str:
         fold = f"benchmarks/{self.dataset}/{self.task}/{self.protocol}/{self.model}/fold{self.fold}"
-        return (
-            f"{fold}/select.tsv"
-            if self.rule == "select"
-            else f"{fold}/seed{self.seed}/{self.rule}.tsv"
-        )
+        return f"{fold}/{self.rule}.tsv"
 
 
 def parse_output(path: str) -> Job | None:
@@ -87,13 +78,7 @@ def parse_output(path: str) -> Job | None:
     if m is None:
         return None
     return Job(
-        RULE_OF[m["file"]],
-        m["dataset"],
-        m["task"],
-        m["protocol"],
-        m["model"],
-        int(m["fold"]),
-        None if m["seed"] is None else int(m["seed"]),
+        RULE_OF[m["file"]], m["dataset"], m["task"], m["protocol"], m["model"], int(m["fold"])
     )
 
 
@@ -111,17 +96,17 @@ def snakemake(workdir: Path, args: list[str], *more: str) -> str:
     return done.stdout
 
 
-def plan(workdir: Path, args: list[str]) -> list[Job]:
-    """Every select/train/evaluate job of the study, from ``snakemake --summary``."""
+def plan(workdir: Path, args: list[str]) -> dict[Job, str]:
+    """Every select/train/evaluate job of the study, from ``snakemake --summary``, with
+    one output of each (a target that runs it)."""
     out = snakemake(workdir, args, "--summary")
-    jobs = [parse_output(line.split("\t", 1)[0]) for line in out.splitlines()]
-    return [job for job in jobs if job is not None]
-
-
-def sample(jobs: list[Job]) -> list[Job]:
-    """One job of every kind: fold 0 and the first seed of each (task, protocol, model)."""
-    first_seed = min((j.seed for j in jobs if j.seed is not None), default=0)
-    return [j for j in jobs if j.fold == 0 and j.seed in (None, first_seed)]
+    jobs: dict[Job, str] = {}
+    for line in out.splitlines():
+        path = line.split("\t", 1)[0]
+        job = parse_output(path)
+        if job is not None:
+            jobs.setdefault(job, path)
+    return jobs
 
 
 def read_benchmark(path: Path) -> dict[str, float]:
@@ -218,11 +203,11 @@ def run(
     jobs = plan(workdir, args)
     if not jobs:
         raise SystemExit("error: the study plans no select, train or evaluate job")
-    if measure:
-        targets = sorted({j.output for j in sample(jobs) if j.rule == "evaluate"})
-        log.info("measuring %d jobs (one of every kind) on %d cores", len(targets), cores)
+    if measure:  # fold 0 of each kind; its evaluate job needs its train and select jobs
+        targets = sorted(out for j, out in jobs.items() if j.fold == 0 and j.rule == "evaluate")
+        log.info("measuring %d folds (one of every kind) on %d cores", len(targets), cores)
         snakemake(workdir, args, "--cores", str(cores), *targets)
-    rows, totals = project(jobs, workdir, cores)
+    rows, totals = project(list(jobs), workdir, cores)
     result = {"workdir": str(workdir), "args": args, "kinds": rows, "totals": totals}
     files.write_json(out / "study.json", result)
     text = table(rows, totals)

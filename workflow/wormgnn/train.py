@@ -506,7 +506,16 @@ def make_optimiser(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     )
 
 
-def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> dict[str, Any]:
+def partial_of(out: Path) -> Path:
+    """Where training keeps its resume point beside ``out``."""
+    return out.with_name(out.name + ".partial")
+
+
+def fit_neural(
+    run: RunConfig, prep: Prepared, out: Path, history_out: Path, keep_partial: bool = False
+) -> dict[str, Any]:
+    """Train with early stopping, saving a resume point after every epoch; a finished
+    run deletes it unless ``keep_partial`` (:func:`train_seeds`)."""
     cfg = run.train_config()
     device = resolve_device(cfg.device)
     generator = seed_everything(run.seed)
@@ -540,7 +549,7 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
         sum(p.numel() for p in model.parameters()),
     )
 
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_of(out)
     fingerprint_now = fingerprint(run, prep.inputs)
     state = {
         "epoch": 0,
@@ -622,7 +631,8 @@ def fit_neural(run: RunConfig, prep: Prepared, out: Path, history_out: Path) -> 
     }
     write_history(history_out, state["history"])
     save_checkpoint(out, run, prep, checkpoint, fingerprint_now)
-    partial.unlink(missing_ok=True)
+    if not keep_partial:
+        partial.unlink(missing_ok=True)
     return checkpoint
 
 
@@ -707,11 +717,17 @@ def fit_classical(run: RunConfig, prep: Prepared, out: Path, history_out: Path) 
 
 
 def run_training(
-    run: RunConfig, traces: Path, labels: Path, folds: Path, out: Path, history: Path
+    run: RunConfig,
+    traces: Path,
+    labels: Path,
+    folds: Path,
+    out: Path,
+    history: Path,
+    keep_partial: bool = False,
 ) -> dict[str, Any]:
     prep = prepare(run, traces, labels, folds)
     if run.model in NEURAL_MODELS:
-        return fit_neural(run, prep, out, history)
+        return fit_neural(run, prep, out, history, keep_partial)
     return fit_classical(run, prep, out, history)
 
 
@@ -747,12 +763,24 @@ def parse_run(
     parser.add_argument("--traces", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--folds", type=Path, required=True)
-    parser.add_argument("--model-file", type=Path, required=more is None, help="model.pt")
+    parser.add_argument(
+        "--model-file", type=Path, nargs="+", required=more is None, help="model.pt, per seed"
+    )
     parser.add_argument("--run", required=True, help="the resolved run config, as JSON")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run each of these seeds in turn (default: the run's seed); the files per seed "
+        "are given in the same order",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--history", type=Path, help="history.csv (train)")
-    parser.add_argument("--metrics", type=Path, help="metrics.json (evaluate)")
-    parser.add_argument("--predictions", type=Path, help="predictions.h5 (evaluate)")
+    parser.add_argument("--history", type=Path, nargs="+", help="history.csv per seed (train)")
+    parser.add_argument("--metrics", type=Path, nargs="+", help="metrics.json per seed (evaluate)")
+    parser.add_argument(
+        "--predictions", type=Path, nargs="+", help="predictions.h5 per seed (evaluate)"
+    )
     parser.add_argument(
         "--truth", type=Path, default=None, help="synthetic ground truth (evaluate)"
     )
@@ -777,6 +805,27 @@ def parse_run(
     return args, run
 
 
+def seed_runs(
+    args: argparse.Namespace, run: RunConfig, options: list[str]
+) -> list[tuple[RunConfig, list[Path]]]:
+    """The run of each of ``--seeds`` (default: the run's own seed) and its files: the
+    i-th seed takes the i-th path of each of ``options`` (``model_file``, ...)."""
+    seeds = args.seeds or [run.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {seeds}: a seed is given twice")
+    paths = {name: getattr(args, name) or [] for name in options}
+    for name, given in paths.items():
+        if len(given) != len(seeds):
+            raise ValueError(
+                f"--{name.replace('_', '-')}: {len(given)} path(s) for the {len(seeds)} "
+                f"seed(s) {seeds}; give one per seed, in the same order"
+            )
+    return [
+        (replace(run, seed=seed), [paths[name][i] for name in options])
+        for i, seed in enumerate(seeds)
+    ]
+
+
 @contextlib.contextmanager
 def command_errors(resume: str = "rerun to resume") -> Iterator[None]:
     """A module's ``main``: bad input (ValueError) ends with its ``error: ...`` line, and
@@ -790,10 +839,28 @@ def command_errors(resume: str = "rerun to resume") -> Iterator[None]:
         raise SystemExit(stopped.status) from None
 
 
+def train_seeds(
+    runs: list[tuple[RunConfig, list[Path]]], traces: Path, labels: Path, folds: Path
+) -> None:
+    """Train each (run, [model file, history]) in turn, in this one process: each seed
+    is seeded and built afresh, so its numbers are those of a job for it alone. A
+    finished seed keeps its resume point until every seed is done: Snakemake removes a
+    failed job's outputs, and a rerun then rewrites a finished seed's files from it
+    without training again."""
+    many = len(runs) > 1
+    for i, (run, (out, history)) in enumerate(runs, start=1):
+        if many:
+            log.info("seed %d (%d of %d)", run.seed, i, len(runs))
+        run_training(run, traces, labels, folds, out, history, keep_partial=many)
+    for _, (out, _) in runs:
+        partial_of(out).unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args, run = parse_run(argv, "Train one model on one fold and seed.")
+    args, run = parse_run(argv, "Train one model on one fold, for each of its seeds.")
     with command_errors("rerun to resume from the last complete epoch"):
-        run_training(run, args.traces, args.labels, args.folds, args.model_file, args.history)
+        runs = seed_runs(args, run, ["model_file", "history"])
+        train_seeds(runs, args.traces, args.labels, args.folds)
 
 
 if __name__ == "__main__":

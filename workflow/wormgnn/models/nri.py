@@ -144,7 +144,9 @@ class PairwiseMLP(nn.Module):
             pre += extra  # in place: the (B, N, N, hidden) tensors bound the CPU's speed
         return self.out(pre)
 
-    def candidates(self, h: torch.Tensor, senders: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    def candidates(
+        self, h: torch.Tensor, senders: torch.Tensor, extra: torch.Tensor
+    ) -> torch.Tensor:
         """The same function on each receiver's candidate senders, receiver-major: h (B,
         N, F), senders (B, N_r, S) indices, extra (B, N_r, S, hidden) → (B, N_r, S, out)."""
         pre = gather_nodes(self.send(h), senders) + self.recv(h)[:, :, None]
