@@ -92,7 +92,7 @@ def test_tiny_pipeline_runs_and_reruns_one_fold_under_slurm(cluster, tmp_path):
     assert {r.split("/")[0] for r in rules} >= {
         "simulate", "preprocess", "make_folds", "train", "evaluate", "aggregate", "figure_graph",
     }  # fmt: skip
-    train_log = (tmp_path / "logs" / FOLD1.removeprefix("results/") / "train.log").read_text()
+    train_log = (tmp_path / "logs/tiny/forecast/lowo/gnn/fold1/train.log").read_text()
     job = re.search(r"SLURM_JOB_ID=(\d+) on \S+, GPUs allocated: (\S+)", train_log)
     assert job and int(job.group(1)) in jobs
     assert job.group(2) != "none"  # the gpu=1 request reached sbatch as --gpus=1
@@ -106,8 +106,8 @@ def test_tiny_pipeline_runs_and_reruns_one_fold_under_slurm(cluster, tmp_path):
     again = submitted_rules(tmp_path, last)
     assert again == sorted(
         [
-            "train/tiny_forecast_lowo_gnn_1_0",  # the executor names logs by wildcard values
-            "evaluate/tiny_forecast_lowo_gnn_1_0",
+            "train/tiny_forecast_lowo_gnn_1",  # the executor names logs by wildcard values
+            "evaluate/tiny_forecast_lowo_gnn_1",
             "aggregate/tiny_forecast_lowo",
             "figure_forecast_score/tiny",
             "figure_comparison/tiny",
