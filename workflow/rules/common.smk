@@ -149,10 +149,8 @@ SELECTION = "results/{dataset}/{task}/{protocol}/{model}/fold{fold}/selection.js
 FOLD_DIR = f"results/{FOLD_SUBDIR}"
 # One train and one evaluate job per fold: the job runs every seed in turn, in one
 # process, and writes each seed's files under seed<s>/ (the same files, and numbers,
-# as a job per seed; the process starts and reads the data once, not once per seed).
+# as a job per seed; the process starts, and imports torch, once per fold).
 FOLD_JOB = "{dataset}/{task}/{protocol}/{model}/fold{fold}"
-
-
 SEEDS_ARG = " ".join(str(s) for s in config["experiment"]["seeds"])
 
 
