@@ -144,28 +144,26 @@ NEURAL_MODELS = (
     "gnn_nograph",
 )
 FORECAST_ONLY_MODELS = ("persistence",)
-FOLD_SUBDIR = "{dataset}/{task}/{protocol}/{model}/fold{fold}/seed{seed}"
-SELECTION = "results/{dataset}/{task}/{protocol}/{model}/fold{fold}/selection.json"
-FOLD_DIR = f"results/{FOLD_SUBDIR}"
 # One train and one evaluate job per fold: the job runs every seed in turn, in one
 # process, and writes each seed's files under seed<s>/ (the same files, and numbers,
 # as a job per seed; the process starts, and imports torch, once per fold).
 FOLD_JOB = "{dataset}/{task}/{protocol}/{model}/fold{fold}"
+FOLD_DIR = f"results/{FOLD_JOB}/seed{{seed}}"
+SELECTION = f"results/{FOLD_JOB}/selection.json"
 SEEDS_ARG = " ".join(str(s) for s in config["experiment"]["seeds"])
 
 
 def per_seed(name):
     """``name`` in every configured seed's directory of the fold job's wildcards."""
-    pattern = (
-        "results/{{dataset}}/{{task}}/{{protocol}}/{{model}}/fold{{fold}}/seed{seed}"
+    return expand(
+        f"{FOLD_DIR}/{name}", seed=config["experiment"]["seeds"], allow_missing=True
     )
-    return expand(f"{pattern}/{name}", seed=config["experiment"]["seeds"])
 
 
 def get_run_config(wildcards):
-    """The resolved configuration of one training job, as JSON for the module (select
-    has no seed wildcard: it trains with the first seed; the train and evaluate jobs of a
-    fold run every seed, passed as ``--seeds``)."""
+    """The resolved configuration of one fold's job, as JSON for the module, with the
+    first seed: select trains with it, and train and evaluate run every seed, passed as
+    ``--seeds``."""
     params = dict(config.get("models", {}).get(wildcards.model) or {})
     params.pop("search", None)
     training = {**config.get("training", {}), **params.pop("training", {})}
@@ -176,7 +174,7 @@ def get_run_config(wildcards):
         "protocol": wildcards.protocol,
         "model": wildcards.model,
         "fold": int(wildcards.fold),
-        "seed": int(wildcards.get("seed", exp["seeds"][0])),
+        "seed": exp["seeds"][0],
         "window": exp["window"],
         "horizon": exp["horizon"],
         "exclude_label_neurons": config["labels"]["exclude_label_neurons"],
