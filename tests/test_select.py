@@ -3,6 +3,7 @@ worm that changes nothing, and train/evaluate applying the choice."""
 
 import logging
 import shutil
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -127,6 +128,77 @@ def test_train_and_evaluate_apply_the_selection(tiny_results, tmp_path):
         [*args, "--metrics", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.h5")]
     )
     assert files.read_json(tmp_path / "m.json")["model"] == "mlp"
+
+
+def _train(tiny, run, selection, out):
+    """train.main for seeds 0 and 1 of ``run`` under ``selection``; their files."""
+    models = [out / f"seed{s}" / "model.pt" for s in (0, 1)]
+    histories = [out / f"seed{s}" / "history.csv" for s in (0, 1)]
+    train.main(
+        [
+            *("--traces", str(tiny["traces"]), "--labels", str(tiny["labels"])),
+            *("--folds", str(tiny["folds"]), "--run", files.json.dumps(_as_json(run))),
+            *("--selection", str(selection), "--seeds", "0", "1"),
+            *("--model-file", *map(str, models), "--history", *map(str, histories)),
+        ]
+    )
+    return models, histories
+
+
+def _history(path):
+    """history.csv without its timings."""
+    import csv
+
+    timed = {"seconds", "train_windows_per_s"}
+    with open(path) as handle:
+        return [{k: v for k, v in row.items() if k not in timed} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "training_worms", "model", "taken"),
+    [("within", 3, "mlp", True), ("lowo", 2, "mlp", False), ("lowo", 1, "gnn", True)],
+)
+def test_the_first_seed_takes_the_chosen_fit_only_where_it_is_the_same_run(
+    tiny_results, tmp_path, protocol, training_worms, model, taken
+):
+    """Where selection validates on the frames training validates on (``within``; one
+    training worm), the chosen candidate (first seed) is seed 0's training run: train
+    takes its fit, and it equals a fresh training bit for bit. With two training worms
+    selection holds one out, so every seed trains."""
+    import torch
+
+    tiny = dict(tiny_results)
+    if training_worms == 1:  # lowo fold 0 of a two-worm study: test worm 0, train worm 1
+        folds = files.read_json(tiny["folds"])
+        fold = folds["lowo"][0]
+        fold["train"] = {"1": fold["train"]["1"]}
+        fold["train_worms"] = [1]
+        tiny["folds"] = tmp_path / "folds.json"
+        files.write_json(tiny["folds"], folds)
+    run = replace(_run(model, **({"layers": 1} if model == "mlp" else {})), protocol=protocol)
+    out = tmp_path / "fold0" / "selection.json"
+    summary = select.run_selection(
+        run, {"hidden": [8, 16]}, *(tiny[k] for k in ("traces", "labels", "folds")), out
+    )
+    chosen = out.parent / summary["chosen_fit"]
+    assert sorted(out.parent.joinpath("selection").glob("*.pt")) == [chosen]
+    models, histories = _train(tiny, run, out, tmp_path / "taken")
+    # the chosen fit's history, its timings included, is copied where it is taken
+    copied = [h.read_bytes() == chosen.with_suffix(".csv").read_bytes() for h in histories]
+    fresh_selection = tmp_path / "elsewhere" / "selection.json"  # its chosen fit is absent
+    fresh_selection.parent.mkdir()
+    shutil.copy(out, fresh_selection)
+    fresh_models, fresh_histories = _train(tiny, run, fresh_selection, tmp_path / "fresh")
+    assert copied == [taken, False]
+    for a, b in zip(models + histories, fresh_models + fresh_histories, strict=True):
+        if a.suffix == ".csv":
+            assert _history(a) == _history(b)
+            continue
+        ca, cb = train.load_checkpoint(a), train.load_checkpoint(b)
+        assert ca["run"] == cb["run"] and ca["best_epoch"] == cb["best_epoch"]
+        assert ca["meta"] == cb["meta"]
+        for key, tensor in ca["state_dict"].items():
+            assert torch.equal(tensor, cb["state_dict"][key]), key
 
 
 def _as_json(run):

@@ -371,5 +371,7 @@ def test_selection_through_the_ablations_to_the_comparison_figure(tmp_path):
     compared = {c["model"] for c in stats["comparisons"]}
     assert {"gnn_nograph", "gnn_full"} <= compared
     # each job's torch and BLAS pools use the one thread its rule declares
-    log = (tmp_path / "logs/tiny/forecast/lowo/gnn/fold0/train.log").read_text()
-    assert "(1 torch threads, OMP_NUM_THREADS=1)" in log
+    logs = tmp_path / "logs/tiny/forecast/lowo/gnn/fold0"
+    assert "(1 torch threads, OMP_NUM_THREADS=1)" in (logs / "select.log").read_text()
+    # one training worm: selection validated as training does, so seed 0 is its fit
+    assert "seed 0: selection trained this very run" in (logs / "train.log").read_text()

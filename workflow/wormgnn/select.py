@@ -21,7 +21,9 @@ read; under ``within``, no window or encoder context reaches the test block or i
 Candidates are trained one after another in ``<fold>/selection/``; a finished candidate
 is not trained again when the job is rerun on the same inputs and code (its fingerprint,
 as for a training checkpoint), and an interrupted one resumes from its last epoch, as
-training does.
+training does. The chosen candidate's fit is kept there (``chosen_fit``): where selection
+validates as training does (``within``, or a single training worm), it is the first
+seed's training run itself, and ``train`` takes it instead of repeating it.
 """
 
 from __future__ import annotations
@@ -89,12 +91,15 @@ def run_selection(
                 "split": prep.split,
             }
             files.write_json(done, result)
-            model.unlink(missing_ok=True)
             log.info(
                 "candidate %d/%d %s: val_score %.4f", i + 1, len(points), point, result["val_score"]
             )
         candidates.append(result)
     best = max(range(len(candidates)), key=lambda i: candidates[i]["val_score"])
+    for i in range(len(candidates)):  # the chosen fit may be the first seed's (train)
+        if i != best:
+            (workdir / f"candidate{i}.pt").unlink(missing_ok=True)
+    chosen_fit = workdir / f"candidate{best}.pt"
     summary = {
         "run": {k: getattr(run, k) for k in ("dataset", "task", "protocol", "model", "fold")},
         "seed": run.seed,
@@ -103,6 +108,7 @@ def run_selection(
         "budget": len(points),
         "chosen": candidates[best]["point"],
         "chosen_index": best,
+        "chosen_fit": str(chosen_fit.relative_to(out.parent)) if chosen_fit.exists() else None,
         "candidates": [
             {k: c[k] for k in ("point", "val_score", "best_epoch", "fit_worms", "val_worms")}
             for c in candidates

@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -678,9 +679,21 @@ def save_checkpoint(
         "classes": ds.classes,
         "names": {str(w): wd.names for w, wd in ds.worms.items()},
         "vocabulary": prep.vocabulary,
+        "split": split_key(prep),
     }
     with files.atomic_path(out) as tmp:
         torch.save({"format": 1, "run": asdict(run), "meta": meta, **payload}, tmp)
+
+
+def split_key(prep: Prepared) -> str:
+    """The frames a run fitted on and validated on, as one comparable string."""
+    return files.json.dumps(
+        {
+            part: {str(w): [[int(a), int(b)] for a, b in segs] for w, segs in sorted(s.items())}
+            for part, s in (("fit", prep.fit), ("val", prep.val))
+        },
+        sort_keys=True,
+    )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -724,11 +737,54 @@ def run_training(
     out: Path,
     history: Path,
     keep_partial: bool = False,
+    selection: Path | None = None,
 ) -> dict[str, Any]:
+    """Fit one seed; a neural run that ``selection``'s chosen candidate already is
+    (:func:`selected_fit`) takes that fit instead of training again."""
     prep = prepare(run, traces, labels, folds)
     if run.model in NEURAL_MODELS:
+        if selection is not None and (reused := selected_fit(run, prep, selection)):
+            checkpoint, fitted_history = reused
+            with files.atomic_path(history) as tmp:
+                shutil.copyfile(fitted_history, tmp)
+            save_checkpoint(out, run, prep, checkpoint)
+            return checkpoint
         return fit_neural(run, prep, out, history, keep_partial)
     return fit_classical(run, prep, out, history)
+
+
+def selected_fit(
+    run: RunConfig, prep: Prepared, selection: Path
+) -> tuple[dict[str, Any], Path] | None:
+    """The chosen candidate's fit (checkpoint, history) when ``select`` already trained
+    exactly this run: the same configuration and seed, input files, code, and fit and
+    validation frames. That holds where selection validates as training does (``within``,
+    or one training worm); training it again would repeat the same numbers."""
+    chosen = files.read_json(selection).get("chosen_fit")
+    if not chosen:
+        return None
+    model = selection.parent / chosen
+    history = model.with_suffix(".csv")
+    if not (model.exists() and history.exists()):
+        return None
+    saved = load_checkpoint(model)
+    now = fingerprint(run, prep.inputs)
+    meta = saved["meta"]
+    if (saved["run"], meta["inputs_sha256"], meta["code_sha256"], meta.get("split")) != (
+        now["run"],
+        now["inputs"],
+        now["code"],
+        split_key(prep),
+    ):
+        return None
+    log.info(
+        "seed %d: selection trained this very run (same settings, seed and split); "
+        "using its fit, %s",
+        run.seed,
+        model,
+    )
+    keep = ("state_dict", "best_epoch", "best_val_score")
+    return {k: saved[k] for k in keep}, history
 
 
 def with_point(run: RunConfig, point: dict[str, Any]) -> RunConfig:
@@ -840,7 +896,11 @@ def command_errors(resume: str = "rerun to resume") -> Iterator[None]:
 
 
 def train_seeds(
-    runs: list[tuple[RunConfig, list[Path]]], traces: Path, labels: Path, folds: Path
+    runs: list[tuple[RunConfig, list[Path]]],
+    traces: Path,
+    labels: Path,
+    folds: Path,
+    selection: Path | None = None,
 ) -> None:
     """Train each (run, [model file, history]) in turn, in this one process: each seed
     is seeded and built afresh, so its numbers are those of a job for it alone. A
@@ -851,7 +911,7 @@ def train_seeds(
     for i, (run, (out, history)) in enumerate(runs, start=1):
         if many:
             log.info("seed %d (%d of %d)", run.seed, i, len(runs))
-        run_training(run, traces, labels, folds, out, history, keep_partial=many)
+        run_training(run, traces, labels, folds, out, history, many, selection)
     for _, (out, _) in runs:
         partial_of(out).unlink(missing_ok=True)
 
@@ -860,7 +920,7 @@ def main(argv: list[str] | None = None) -> None:
     args, run = parse_run(argv, "Train one model on one fold, for each of its seeds.")
     with command_errors("rerun to resume from the last complete epoch"):
         runs = seed_runs(args, run, ["model_file", "history"])
-        train_seeds(runs, args.traces, args.labels, args.folds)
+        train_seeds(runs, args.traces, args.labels, args.folds, args.selection)
 
 
 if __name__ == "__main__":
