@@ -744,10 +744,10 @@ def run_training(
     prep = prepare(run, traces, labels, folds)
     if run.model in NEURAL_MODELS:
         if selection is not None and (reused := selected_fit(run, prep, selection)):
-            checkpoint, fitted_history = reused
+            checkpoint, fitted_history, fingerprint_now = reused
             with files.atomic_path(history) as tmp:
                 shutil.copyfile(fitted_history, tmp)
-            save_checkpoint(out, run, prep, checkpoint)
+            save_checkpoint(out, run, prep, checkpoint, fingerprint_now)
             return checkpoint
         return fit_neural(run, prep, out, history, keep_partial)
     return fit_classical(run, prep, out, history)
@@ -755,27 +755,28 @@ def run_training(
 
 def selected_fit(
     run: RunConfig, prep: Prepared, selection: Path
-) -> tuple[dict[str, Any], Path] | None:
-    """The chosen candidate's fit (checkpoint, history) when ``select`` already trained
-    exactly this run: the same configuration and seed, input files, code, and fit and
-    validation frames. That holds where selection validates as training does (``within``,
-    or one training worm); training it again would repeat the same numbers."""
-    chosen = files.read_json(selection).get("chosen_fit")
-    if not chosen:
+) -> tuple[dict[str, Any], Path, dict[str, Any]] | None:
+    """The chosen candidate's fit (checkpoint, history, fingerprint) when ``select``
+    already trained exactly this run: the same configuration and seed, input files, code,
+    and fit and validation frames. That holds where selection validates as training does
+    (``within``, or one training worm); training it again would repeat the same numbers."""
+    summary = files.read_json(selection)
+    chosen = summary.get("chosen_fit")
+    if not chosen or summary.get("seed") != run.seed:
         return None
     model = selection.parent / chosen
     history = model.with_suffix(".csv")
     if not (model.exists() and history.exists()):
         return None
     saved = load_checkpoint(model)
-    now = fingerprint(run, prep.inputs)
     meta = saved["meta"]
-    if (saved["run"], meta["inputs_sha256"], meta["code_sha256"], meta.get("split")) != (
-        now["run"],
-        now["inputs"],
-        now["code"],
-        split_key(prep),
-    ):
+    if meta.get("split") != split_key(prep):
+        return None  # selection held a training worm out
+    now = fingerprint(run, prep.inputs)
+    then = {"run": saved["run"], "inputs": meta["inputs_sha256"], "code": meta["code_sha256"]}
+    why = fingerprint_mismatch({"fingerprint": then}, now)
+    if why is not None:
+        log.info("seed %d: not taking selection's fit %s: %s", run.seed, model, why)
         return None
     log.info(
         "seed %d: selection trained this very run (same settings, seed and split); "
@@ -784,7 +785,7 @@ def selected_fit(
         model,
     )
     keep = ("state_dict", "best_epoch", "best_val_score")
-    return {k: saved[k] for k in keep}, history
+    return {k: saved[k] for k in keep}, history, now
 
 
 def with_point(run: RunConfig, point: dict[str, Any]) -> RunConfig:
