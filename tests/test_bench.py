@@ -115,6 +115,22 @@ def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
     assert again["totals"]["job_seconds"] == pytest.approx(totals["job_seconds"])
 
 
+def test_study_config_files_are_named_from_the_callers_directory(tmp_path, monkeypatch):
+    """Snakemake runs in ``--workdir``, so a relative ``--configfile`` is resolved where
+    the user typed it; a missing one is a clear error before anything runs."""
+    seen = {}
+    monkeypatch.setattr(studycost, "run", lambda workdir, args, *rest, **kw: seen.update(args=args))
+    (tmp_path / "study.yaml").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    common = ["--study", "--workdir", str(tmp_path / "elsewhere"), "--out", str(tmp_path / "o")]
+    bench.main([*common, "--configfile", "study.yaml"])
+    assert seen["args"] == ["--configfile", str(tmp_path / "study.yaml")]
+    seen.clear()
+    with pytest.raises(SystemExit, match="no such file: nothing.yaml"):
+        bench.main([*common, "--configfile", "study.yaml", "nothing.yaml"])
+    assert not seen
+
+
 def test_study_threads_are_the_rules():
     text = (REPO / "workflow" / "rules" / "models.smk").read_text()
     for rule, threads in studycost.THREADS.items():

@@ -358,7 +358,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.study:
         from wormgnn import studycost
 
-        snakemake_args = ["--configfile", *map(str, args.configfile)] if args.configfile else []
+        # Snakemake runs in the working directory: name the config files from here
+        missing = [str(f) for f in args.configfile if not f.is_file()]
+        if missing:
+            raise SystemExit(f"error: --configfile: no such file: {', '.join(missing)}")
+        configs = [str(f.resolve()) for f in args.configfile]
+        snakemake_args = ["--configfile", *configs] if configs else []
         studycost.run(
             args.workdir.resolve(),
             snakemake_args,
