@@ -164,6 +164,24 @@ def test_comparison_stars_only_holm_significant_differences(folds, tmp_path):
     assert drawn["behaviour macro-F1"]["starred"] == ["linear/lowo"]
 
 
+@pytest.mark.parametrize(
+    "tasks", [("behaviour",), ("forecast",), ("forecast", "behaviour")], ids="-".join
+)
+def test_comparison_legend_fits_the_figure(folds, tmp_path, monkeypatch, tasks):
+    """The legend's title is not cut off, however few panels (one: behaviour alone)."""
+    drawn = {}
+
+    def keep(fig, out, pdf=True):
+        fig.canvas.draw()
+        drawn["fig"], drawn["legend"] = fig.bbox, fig.legends[0].get_window_extent()
+
+    monkeypatch.setattr(figures, "save", keep)
+    summaries = {(task, "lowo"): folds / task / "lowo/summary.csv" for task in tasks}
+    figures.comparison(summaries, tmp_path / "c.png")
+    fig, legend = drawn["fig"], drawn["legend"]
+    assert fig.x0 <= legend.x0 and legend.x1 <= fig.x1, (legend, fig)
+
+
 def test_comparison_keeps_a_bounded_metric_in_its_bounds(folds, tmp_path):
     """Macro-F1 near 0 with wide intervals: the axis still starts at 0, not below."""
     rows = aggregate.read_summary(folds / "behaviour/lowo/summary.csv")

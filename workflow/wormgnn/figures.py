@@ -485,12 +485,14 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
             for p, s in PROTOCOL_STYLE.items()
             if any(q == p for _, q in summaries)
         ]
+        # on one panel the title would be wider than the figure: two lines there
+        sep = "\n" if len(panels) == 1 else "; "
         fig.legend(
             handles=handles,
             loc="outside upper center",
             ncol=2,
             frameon=False,
-            title="mean and 95 % CI over folds × seeds; * differs from gnn (Holm-corrected)",
+            title=f"mean and 95 % CI over folds × seeds{sep}* differs from gnn (Holm-corrected)",
         )
         save(fig, out)
     return {
