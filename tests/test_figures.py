@@ -5,6 +5,7 @@ import json
 
 import h5py
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from wormgnn import aggregate, evaluate, figures, files
@@ -174,6 +175,7 @@ def test_comparison_legend_fits_the_figure(folds, tmp_path, monkeypatch, tasks):
     def keep(fig, out, pdf=True):
         fig.canvas.draw()
         drawn["fig"], drawn["legend"] = fig.bbox, fig.legends[0].get_window_extent()
+        plt.close(fig)
 
     monkeypatch.setattr(figures, "save", keep)
     summaries = {(task, "lowo"): folds / task / "lowo/summary.csv" for task in tasks}
