@@ -197,6 +197,24 @@ def test_comparison_keeps_a_bounded_metric_in_its_bounds(folds, tmp_path):
     assert drawn["behaviour macro-F1"]["ylim"][1] <= 1.0
 
 
+def test_comparison_zooms_in_on_close_macro_f1(folds, tmp_path):
+    """Macro-F1 of 0.92-0.94 (as on the real fixture): the axis shows the differences
+    instead of starting at 0; the forecast panel keeps persistence's 0 on its axis."""
+    rows = aggregate.read_summary(folds / "behaviour/lowo/summary.csv")
+    for row, mean in zip(rows, (0.92, 0.94), strict=True):
+        row.update(macro_f1_mean=mean, macro_f1_ci_low=mean - 0.3, macro_f1_ci_high=mean + 0.05)
+    close = tmp_path / "results/tiny/behaviour/lowo/summary.csv"
+    close.parent.mkdir(parents=True)
+    aggregate.write_summary(close, rows)
+    forecast = folds / "forecast/lowo/summary.csv"
+    summaries = {("behaviour", "lowo"): close, ("forecast", "lowo"): forecast}
+    drawn = figures.comparison(summaries, tmp_path / "c.png")
+    low, high = drawn["behaviour macro-F1"]["ylim"]
+    assert 0.75 < low < 0.92 and 0.94 < high <= 1.0, (low, high)
+    panels = [v for k, v in drawn.items() if k.startswith("forecast")]
+    assert panels and all(v["ylim"][0] < 0.0 < v["ylim"][1] for v in panels), panels
+
+
 def test_graph_shows_the_ground_truth_and_its_auroc(folds, tiny_results, tmp_path):
     out = tmp_path / "graph.png"
     paths = preds(folds, "forecast", ["gnn"]) + preds(folds, "forecast", ["gnn"], 1)

@@ -85,14 +85,22 @@ def class_colours(n: int) -> list:
     return [plt.get_cmap("cividis")(v) for v in np.linspace(0.1, 0.95, n)]
 
 
-def focus_on_means(ax: plt.Axes, means: list[float], bounds: tuple[float, float]) -> None:
+def focus_on_means(
+    ax: plt.Axes,
+    means: list[float],
+    bounds: tuple[float, float],
+    reference: float | None = 0.0,
+) -> None:
     """Limit the y axis to the means plus a margin, within the metric's bounds: with
     few folds a t interval can be many times wider than the differences between
-    models, and would flatten them. Intervals then run off the axis (captions say so)."""
+    models, and would flatten them. Intervals then run off the axis (captions say so).
+    ``reference`` stays on the axis (the forecast score's 0 is persistence); None for a
+    metric without one (macro-F1, whose 0 would flatten models at 0.92-0.94)."""
     means = [m for m in means if np.isfinite(m)]
     if not means:
         return
-    low, high = min(means + [0.0]), max(means)
+    kept = means + ([] if reference is None else [reference])
+    low, high = min(kept), max(kept)
     pad = max(0.1, 0.5 * (high - low))
     ax.set_ylim(max(bounds[0], low - pad), min(bounds[1], high + pad))
 
@@ -469,7 +477,8 @@ def comparison(summaries: dict[tuple[str, str], Path], out: Path) -> dict[str, A
             ax.set_ylabel("score (persistence = 0)" if task == "forecast" else "macro-F1")
             # a score is at most 1 and unbounded below; an F1 lies in [0, 1]
             bounds = (-np.inf, 1.05) if task == "forecast" else (0.0, 1.0)
-            focus_on_means(ax, list(drawn[title].values()), bounds)
+            reference = 0.0 if task == "forecast" else None
+            focus_on_means(ax, list(drawn[title].values()), bounds, reference)
             limits[title] = ax.get_ylim()
             ax.set_xlabel("model")
         handles = [
