@@ -2,6 +2,7 @@
 what the figure encodes (rows summing to 1, the reference graph, the plotted means)."""
 
 import json
+from pathlib import Path
 
 import h5py
 import matplotlib.image as mpimg
@@ -184,14 +185,21 @@ def test_comparison_legend_fits_the_figure(folds, tmp_path, monkeypatch, tasks):
     assert fig.x0 <= legend.x0 and legend.x1 <= fig.x1, (legend, fig)
 
 
+def behaviour_summary_with(folds, tmp_path, means, below, above) -> Path:
+    """The tiny study's behaviour summary with its two models at ``means`` and intervals
+    from ``below`` under to ``above`` over each mean."""
+    rows = aggregate.read_summary(folds / "behaviour/lowo/summary.csv")
+    for row, mean in zip(rows, means, strict=True):
+        row.update(macro_f1_mean=mean, macro_f1_ci_low=mean - below, macro_f1_ci_high=mean + above)
+    out = tmp_path / "results/tiny/behaviour/lowo/summary.csv"
+    out.parent.mkdir(parents=True)
+    aggregate.write_summary(out, rows)
+    return out
+
+
 def test_comparison_keeps_a_bounded_metric_in_its_bounds(folds, tmp_path):
     """Macro-F1 near 0 with wide intervals: the axis still starts at 0, not below."""
-    rows = aggregate.read_summary(folds / "behaviour/lowo/summary.csv")
-    for row, mean in zip(rows, (0.05, 0.12), strict=True):
-        row.update(macro_f1_mean=mean, macro_f1_ci_low=mean - 0.4, macro_f1_ci_high=mean + 0.4)
-    low = tmp_path / "results/tiny/behaviour/lowo/summary.csv"
-    low.parent.mkdir(parents=True)
-    aggregate.write_summary(low, rows)
+    low = behaviour_summary_with(folds, tmp_path, (0.05, 0.12), 0.4, 0.4)
     drawn = figures.comparison({("behaviour", "lowo"): low}, tmp_path / "c.png")
     assert drawn["behaviour macro-F1"]["ylim"][0] == 0.0
     assert drawn["behaviour macro-F1"]["ylim"][1] <= 1.0
@@ -200,12 +208,7 @@ def test_comparison_keeps_a_bounded_metric_in_its_bounds(folds, tmp_path):
 def test_comparison_zooms_in_on_close_macro_f1(folds, tmp_path):
     """Macro-F1 of 0.92-0.94 (as on the real fixture): the axis shows the differences
     instead of starting at 0; the forecast panel keeps persistence's 0 on its axis."""
-    rows = aggregate.read_summary(folds / "behaviour/lowo/summary.csv")
-    for row, mean in zip(rows, (0.92, 0.94), strict=True):
-        row.update(macro_f1_mean=mean, macro_f1_ci_low=mean - 0.3, macro_f1_ci_high=mean + 0.05)
-    close = tmp_path / "results/tiny/behaviour/lowo/summary.csv"
-    close.parent.mkdir(parents=True)
-    aggregate.write_summary(close, rows)
+    close = behaviour_summary_with(folds, tmp_path, (0.92, 0.94), 0.3, 0.05)
     forecast = folds / "forecast/lowo/summary.csv"
     summaries = {("behaviour", "lowo"): close, ("forecast", "lowo"): forecast}
     drawn = figures.comparison(summaries, tmp_path / "c.png")
