@@ -205,3 +205,38 @@ def _as_json(run):
     from dataclasses import asdict
 
     return asdict(run)
+
+
+def test_low_fidelity_candidates_train_on_a_share_of_windows_and_are_not_reused(
+    tiny_results, tmp_path
+):
+    """``epoch_fraction``: each candidate trains on that share of its fit windows per
+    epoch; its fit is then not the first seed's run, so none is kept and every seed of
+    ``train`` trains with training's own share. A fraction that is training's own keeps
+    the reuse."""
+    run = replace(_run("mlp", layers=1), protocol="within")
+    paths = [tiny_results[k] for k in ("traces", "labels", "folds")]
+    out = tmp_path / "quarter" / "selection.json"
+    summary = select.run_selection(run, {"hidden": [8, 16]}, *paths, out, epoch_fraction=0.25)
+    assert summary["epoch_fraction"] == 0.25 and summary["chosen_fit"] is None
+    workdir = out.parent / "selection"
+    assert not list(workdir.glob("*.pt"))
+    for i in range(2):
+        trained = files.read_json(workdir / f"candidate{i}.json")["fingerprint"]["run"]
+        assert trained["training"]["epoch_fraction"] == 0.25
+    models, _ = _train(tiny_results, run, out, tmp_path / "seeds")
+    for model in models:  # not taken from selection: trained on every window
+        assert train.load_checkpoint(model)["run"]["training"] == run.training
+    same = tmp_path / "same" / "selection.json"
+    kept = select.run_selection(run, {"hidden": [8, 16]}, *paths, same, epoch_fraction=1.0)
+    assert kept["chosen_fit"] is not None and kept["epoch_fraction"] == 1.0
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        select.run_selection(run, {"hidden": [8]}, *paths, tmp_path / "x.json", epoch_fraction=0)
+    with pytest.raises(ValueError, match="use one of them"):
+        select.run_selection(
+            run,
+            {"training.epoch_fraction": [0.5]},
+            *paths,
+            tmp_path / "y.json",
+            epoch_fraction=0.25,
+        )

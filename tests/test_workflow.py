@@ -139,6 +139,28 @@ def test_a_search_grid_off_budget_is_refused(tmp_path):
     )
 
 
+def test_selection_epoch_fraction_reaches_every_select_job(tmp_path):
+    """``selection.epoch_fraction`` becomes select's ``--epoch-fraction`` (null: none);
+    outside (0, 1] the config is refused with the key named."""
+    config = tiny_study_config(["linear", "gnn"], seeds=[0], n_worms=2)
+    cfg = write_config(tmp_path / "c.yaml", config)
+    run_snakemake(tmp_path, "--until", "make_folds", configfile=cfg)
+
+    def select_commands(*extra):
+        out = run_snakemake(tmp_path, "-n", "-p", *extra, configfile=cfg).stdout
+        return [ln for ln in out.splitlines() if "python -m wormgnn.select" in ln]
+
+    plain = select_commands()
+    quarter = select_commands("--config", "selection={epoch_fraction: 0.25}")
+    assert plain and len(quarter) == len(plain)
+    assert not any("--epoch-fraction" in ln for ln in plain)
+    assert all("--epoch-fraction 0.25 " in ln for ln in quarter)
+    bad = run_snakemake(
+        tmp_path, "-n", "--config", "selection={epoch_fraction: 1.5}", configfile=cfg, check=False
+    )
+    assert bad.returncode != 0 and "selection.epoch_fraction" in bad.stdout
+
+
 def test_neural_jobs_take_a_gpu_slot_unless_training_on_the_cpu(tmp_path):
     """select and train ask for `gpu` (Slurm: one device each) and `gpu_slots` (a share of
     the local GPU, which the default profile caps); on `training.device: cpu`, neither."""

@@ -230,6 +230,12 @@ def get_selection_arg(wildcards, input):
     return f"--selection {input.selection}" if input.selection else ""
 
 
+def get_selection_fidelity_arg(wildcards):
+    """select's --epoch-fraction: the candidates' share of windows per epoch, if set."""
+    fraction = config["selection"].get("epoch_fraction")
+    return "" if fraction is None else f"--epoch-fraction {fraction}"
+
+
 def uses_gpu(wildcards):
     """Neural models ask for a GPU unless training.device is cpu: `gpu` (one device per
     job, what the Slurm executor submits as --gpus) and `gpu_slots` (a share of the

@@ -33,10 +33,11 @@ rule select:
     params:
         run=get_run_config,
         search=lambda wc: as_json(search_of(wc.model)),
+        fidelity=get_selection_fidelity_arg,
     shell:
         "log_to {log} python -m wormgnn.select --traces {input.traces} --labels {input.labels}"
         " --folds {input.folds} --run {params.run:q} --search {params.search:q}"
-        " --threads {threads} --out {output.selection}"
+        " {params.fidelity} --threads {threads} --out {output.selection}"
 
 
 rule train:

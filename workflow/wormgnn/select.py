@@ -24,6 +24,11 @@ as for a training checkpoint), and an interrupted one resumes from its last epoc
 training does. The chosen candidate's fit is kept there (``chosen_fit``): where selection
 validates as training does (``within``, or a single training worm), it is the first
 seed's training run itself, and ``train`` takes it instead of repeating it.
+
+``selection.epoch_fraction`` (``--epoch-fraction``) trains the candidates on that share
+of their fit windows per epoch, drawn afresh each epoch (``training.epoch_fraction``),
+as a cheaper, lower-fidelity ranking; every seed then trains with the training settings,
+so no candidate is the first seed's run and none is reused.
 """
 
 from __future__ import annotations
@@ -56,9 +61,23 @@ def run_selection(
     labels: Path,
     folds: Path,
     out: Path,
+    epoch_fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Train and score every candidate of ``search`` on this fold's training data."""
+    """Train and score every candidate of ``search`` on this fold's training data, each
+    on ``epoch_fraction`` of its fit windows per epoch (None: training's own share)."""
     points = grid(search, run.task)
+    if epoch_fraction is not None:
+        if not 0 < epoch_fraction <= 1:
+            raise ValueError(f"selection epoch_fraction {epoch_fraction} must be in (0, 1]")
+        if any(key == "training.epoch_fraction" for point in points for key in point):
+            raise ValueError(
+                "search sets training.epoch_fraction, and selection.epoch_fraction is set "
+                "too; use one of them"
+            )
+    # the chosen fit can be the first seed's run only if candidates train as seeds do
+    as_training = epoch_fraction is None or epoch_fraction == run.train_config().epoch_fraction
+    if epoch_fraction is not None:
+        run = with_point(run, {"training.epoch_fraction": epoch_fraction})
     workdir = out.parent / "selection"
     candidates = []
     inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
@@ -97,12 +116,13 @@ def run_selection(
         candidates.append(result)
     best = max(range(len(candidates)), key=lambda i: candidates[i]["val_score"])
     for i in range(len(candidates)):  # the chosen fit may be the first seed's (train)
-        if i != best:
+        if i != best or not as_training:
             (workdir / f"candidate{i}.pt").unlink(missing_ok=True)
     chosen_fit = workdir / f"candidate{best}.pt"
     summary = {
         "run": {k: getattr(run, k) for k in ("dataset", "task", "protocol", "model", "fold")},
         "seed": run.seed,
+        "epoch_fraction": run.train_config().epoch_fraction,
         "metric": "-MSE over horizons" if run.task == "forecast" else "macro-F1",
         "split": candidates[0]["split"],
         "budget": len(points),
@@ -123,11 +143,20 @@ def main(argv: list[str] | None = None) -> None:
     def arguments(parser):
         parser.add_argument("--search", default="{}", help="the model's search space, as JSON")
         parser.add_argument("--out", type=Path, required=True, help="output selection.json")
+        parser.add_argument(
+            "--epoch-fraction",
+            type=float,
+            default=None,
+            help="share of the fit windows each candidate trains on per epoch "
+            "(default: the training's own)",
+        )
 
     args, run = parse_run(argv, __doc__.split("\n")[0], arguments)
     with command_errors():
         search = files.parse_json_arg(args.search, "search")
-        run_selection(run, search, args.traces, args.labels, args.folds, args.out)
+        run_selection(
+            run, search, args.traces, args.labels, args.folds, args.out, args.epoch_fraction
+        )
 
 
 if __name__ == "__main__":
