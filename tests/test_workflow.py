@@ -141,7 +141,8 @@ def test_a_search_grid_off_budget_is_refused(tmp_path):
 
 def test_selection_epoch_fraction_reaches_every_select_job(tmp_path):
     """``selection.epoch_fraction`` becomes select's ``--epoch-fraction`` (null: none);
-    outside (0, 1] the config is refused with the key named."""
+    outside (0, 1] the config is refused with the key named. The README's ``--config
+    selection='{...}'`` overrides work: their values are typed as in a config file."""
     config = tiny_study_config(["linear", "gnn"], seeds=[0], n_worms=2)
     cfg = write_config(tmp_path / "c.yaml", config)
     run_snakemake(tmp_path, "--until", "make_folds", configfile=cfg)
@@ -155,6 +156,8 @@ def test_selection_epoch_fraction_reaches_every_select_job(tmp_path):
     assert plain and len(quarter) == len(plain)
     assert not any("--epoch-fraction" in ln for ln in plain)
     assert all("--epoch-fraction 0.25 " in ln for ln in quarter)
+    # Snakemake reads the values inside a --config mapping as strings; they are typed
+    assert select_commands("--config", "selection={enabled: false}") == []
     bad = run_snakemake(
         tmp_path, "-n", "--config", "selection={epoch_fraction: 1.5}", configfile=cfg, check=False
     )

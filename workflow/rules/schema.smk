@@ -11,6 +11,9 @@ from snakemake.exceptions import WorkflowError
 def validate_config(config, schema_path):
     """Fill in the schema's defaults (Snakemake's validate); on an invalid config, stop
     with one line per error, the most relevant first."""
+    with open(os.path.join(workflow.basedir, schema_path)) as handle:
+        given = getattr(getattr(workflow, "config_settings", None), "config", None) or {}
+        typed_overrides(config, yaml.safe_load(handle), given)
     try:
         validate(config, schema_path)
     except WorkflowError:
@@ -25,6 +28,45 @@ def validate_config(config, schema_path):
         lines = dict.fromkeys(describe_config_error(e) for e in errors)
         lines[f"(every key is described in the schema, {schema_path})"] = None
         raise WorkflowError("\n".join(lines)) from None
+
+
+def typed_overrides(config, schema, given):
+    """Snakemake reads `--config key={a: 0.25, b: false}` with YAML's base loader, so
+    every value inside a mapping or list arrives as a string ('0.25', 'false', 'null').
+    Where such a value of ``given`` (the parsed --config) is in ``config`` and the schema
+    wants another type that the string is in YAML, take the value (in place), so that
+    overrides mean what they say. A config file's quoted "yes" stays a string."""
+    validator = jsonschema.Draft202012Validator(schema)
+    for error in list(flat_errors(validator.iter_errors(config))):
+        if error.validator != "type" or not isinstance(error.instance, str):
+            continue
+        if not isinstance(value_at(given, error.absolute_path), str):
+            continue  # not from --config
+        try:
+            value = yaml.safe_load(error.instance)
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, str) or not validator.evolve(schema=error.schema).is_valid(value):
+            continue
+        *parents, last = error.absolute_path
+        value_at(config, parents)[last] = value
+
+
+def value_at(tree, path):
+    """``tree``'s value at a jsonschema path (keys and list indices), or None."""
+    for key in path:
+        try:
+            tree = tree[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def flat_errors(errors):
+    """jsonschema errors with those of their subschemas (anyOf, oneOf) after them."""
+    for error in errors:
+        yield error
+        yield from flat_errors(error.context)
 
 
 def describe_config_error(error):
