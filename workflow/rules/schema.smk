@@ -12,7 +12,9 @@ def validate_config(config, schema_path):
     """Fill in the schema's defaults (Snakemake's validate); on an invalid config, stop
     with one line per error, the most relevant first."""
     with open(os.path.join(workflow.basedir, schema_path)) as handle:
-        given = getattr(getattr(workflow, "config_settings", None), "config", None) or {}
+        given = (
+            getattr(getattr(workflow, "config_settings", None), "config", None) or {}
+        )
         typed_overrides(config, yaml.safe_load(handle), given)
     try:
         validate(config, schema_path)
@@ -46,7 +48,9 @@ def typed_overrides(config, schema, given):
             value = yaml.safe_load(error.instance)
         except yaml.YAMLError:
             continue
-        if isinstance(value, str) or not validator.evolve(schema=error.schema).is_valid(value):
+        if isinstance(value, str) or not validator.evolve(schema=error.schema).is_valid(
+            value
+        ):
             continue
         *parents, last = error.absolute_path
         value_at(config, parents)[last] = value
