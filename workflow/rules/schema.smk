@@ -48,9 +48,9 @@ def typed_overrides(config, schema, given):
             value = yaml.safe_load(error.instance)
         except yaml.YAMLError:
             continue
-        if isinstance(value, str) or not validator.evolve(schema=error.schema).is_valid(
-            value
-        ):
+        if isinstance(value, str):
+            continue
+        if not validator.evolve(schema=error.schema).is_valid(value):
             continue
         *parents, last = error.absolute_path
         value_at(config, parents)[last] = value

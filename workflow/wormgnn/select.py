@@ -66,6 +66,7 @@ def run_selection(
     """Train and score every candidate of ``search`` on this fold's training data, each
     on ``epoch_fraction`` of its fit windows per epoch (None: training's own share)."""
     points = grid(search, run.task)
+    as_training = True  # the chosen fit can be the first seed's run
     if epoch_fraction is not None:
         if not 0 < epoch_fraction <= 1:
             raise ValueError(f"selection epoch_fraction {epoch_fraction} must be in (0, 1]")
@@ -74,9 +75,7 @@ def run_selection(
                 "search sets training.epoch_fraction, and selection.epoch_fraction is set "
                 "too; use one of them"
             )
-    # the chosen fit can be the first seed's run only if candidates train as seeds do
-    as_training = epoch_fraction is None or epoch_fraction == run.train_config().epoch_fraction
-    if epoch_fraction is not None:
+        as_training = epoch_fraction == run.train_config().epoch_fraction
         run = with_point(run, {"training.epoch_fraction": epoch_fraction})
     workdir = out.parent / "selection"
     candidates = []
