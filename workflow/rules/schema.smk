@@ -12,15 +12,12 @@ def validate_config(config, schema_path):
     """Fill in the schema's defaults (Snakemake's validate); on an invalid config, stop
     with one line per error, the most relevant first."""
     with open(os.path.join(workflow.basedir, schema_path)) as handle:
-        given = (
-            getattr(getattr(workflow, "config_settings", None), "config", None) or {}
-        )
-        typed_overrides(config, yaml.safe_load(handle), given)
+        schema = yaml.safe_load(handle)
+    given = getattr(getattr(workflow, "config_settings", None), "config", None) or {}
+    typed_overrides(config, schema, given)
     try:
         validate(config, schema_path)
     except WorkflowError:
-        with open(os.path.join(workflow.basedir, schema_path)) as handle:
-            schema = yaml.safe_load(handle)
         validator = jsonschema.Draft202012Validator(schema)
         errors = sorted(
             validator.iter_errors(config), key=jsonschema.exceptions.relevance
