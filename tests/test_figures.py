@@ -3,12 +3,14 @@ what the figure encodes (rows summing to 1, the reference graph, the plotted mea
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from conftest import REPO
 from wormgnn import aggregate, evaluate, figures, files
 from wormgnn.aggregate import AggregateConfig
 from wormgnn.train import RunConfig, run_training
@@ -74,6 +76,7 @@ def test_forecast_traces(folds, tmp_path):
     out = tmp_path / "traces.png"
     drawn = figures.forecast_traces(preds(folds, "forecast", ("linear", "gnn")), out, n_neurons=3)
     assert drawn["worm"] == 0 and drawn["models"] == ["linear", "gnn"]
+    assert drawn["subject"] == "held-out worm 0"
     assert len(drawn["neurons"]) == 3 and all(drawn["neurons"])  # identified, by name
     check_written(out, (10.0, 1.7 * 3 + 0.9))
 
@@ -93,6 +96,7 @@ def test_ethogram_rows_and_scores(folds, tmp_path):
     out = tmp_path / "ethogram.png"
     drawn = figures.ethogram(preds(folds, "behaviour", BEHAVIOUR), out)
     assert drawn["rows"][0] == "true" and len(drawn["rows"]) == 3
+    assert drawn["subject"] == "held-out worm 0"
     with h5py.File(preds(folds, "behaviour", ["linear"])[0], "r") as h5:
         truth, prob = h5["worms/0/y_true"][()], h5["worms/0/y_pred"][()]
     from sklearn.metrics import f1_score
@@ -100,6 +104,39 @@ def test_ethogram_rows_and_scores(folds, tmp_path):
     expected = f1_score(truth, prob.argmax(1), average="macro")
     assert drawn["macro_f1"]["linear"] == pytest.approx(expected)
     check_written(out, (9.0, 0.55 * 3 + 1.4))
+
+
+def test_a_within_fold_is_titled_by_its_test_block_not_a_held_out_worm(folds, tmp_path):
+    """Under ``within`` the test frames are a block of a worm that was also trained on."""
+    paths = []
+    for task, model in (("forecast", "linear"), ("behaviour", "linear")):
+        copy = tmp_path / task / model / "fold0" / "seed0" / "predictions.h5"
+        copy.parent.mkdir(parents=True)
+        copy.write_bytes(preds(folds, task, [model])[0].read_bytes())
+        with h5py.File(copy, "r+") as h5:
+            assert h5.attrs["protocol"] == "lowo"
+            h5.attrs["protocol"] = "within"
+        paths.append(copy)
+    traces = figures.forecast_traces(paths[:1], tmp_path / "traces.png", n_neurons=2)
+    ethogram = figures.ethogram(paths[1:], tmp_path / "ethogram.png")
+    assert traces["subject"] == ethogram["subject"] == "the test block of worm 0 (fold 0)"
+
+
+@pytest.mark.parametrize("caption", ["ethogram", "forecast_traces"])
+def test_the_showcase_captions_name_the_fold_and_a_within_test_block(caption):
+    """The report renders these captions with the rule's params (Jinja)."""
+    import jinja2
+
+    template = jinja2.Template((REPO / "workflow" / "report" / f"{caption}.rst").read_text())
+
+    def render(protocol):
+        showcase = {"protocol": protocol, "fold": 0, "seed": 3}
+        return template.render(snakemake=SimpleNamespace(params={"showcase": showcase}))
+
+    text = " ".join(render("within").split())
+    assert "the first worm's test block (``within`` fold 0, seed 3)." in text
+    assert "held-out" not in text
+    assert "a held-out worm (``lowo`` fold 0, seed 3)." in " ".join(render("lowo").split())
 
 
 def test_runs_of_the_ethogram():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -335,8 +336,12 @@ def test_tiny_pipeline_to_figures_and_report(tmp_path):
     run_snakemake(tmp_path, "--report", "report.zip", configfile=cfg)
     with zipfile.ZipFile(tmp_path / "report.zip") as zf:
         names = {Path(n).name for n in zf.namelist()}
+        html = zf.read(next(n for n in zf.namelist() if n.endswith("report.html"))).decode()
     assert {f"{n}.png" for n in paper} | {"rulegraph.png", "summary.csv", "stats.json"} <= names
     assert "config.yaml" in names
+    # the captions name the fold the trace and ethogram figures show
+    shown = re.findall(r"a held-out worm \(<tt[^>]*>lowo</tt> fold(?:\\n| )0, seed 0\)", html)
+    assert len(shown) == 2, "the trace and ethogram captions do not name their fold"
     summary = run_snakemake(tmp_path, "--summary", configfile=cfg).stdout
     assert "results/tiny/forecast/lowo/summary.csv" in summary
     assert "Nothing to be done" in run_snakemake(tmp_path, "-n", configfile=cfg).stdout

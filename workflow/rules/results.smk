@@ -108,6 +108,8 @@ rule figure_forecast_traces:
         "logs/{dataset}/figures/forecast_traces.log",
     conda:
         "../../envs/figures.yaml"
+    params:
+        showcase=lambda wc: showcase(wc.dataset),  # for the caption
     shell:
         "log_to {log} python -m wormgnn.figures forecast-traces --predictions {input.predictions}"
         " --out {output.png}"
@@ -152,6 +154,8 @@ rule figure_ethogram:
         "logs/{dataset}/figures/ethogram.log",
     conda:
         "../../envs/figures.yaml"
+    params:
+        showcase=lambda wc: showcase(wc.dataset),  # for the caption
     shell:
         "log_to {log} python -m wormgnn.figures ethogram --predictions {input.predictions}"
         " --out {output.png}"

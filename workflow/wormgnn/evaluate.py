@@ -211,6 +211,7 @@ def _write_predictions(
     with files.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update(
             task=run.task,
+            protocol=run.protocol,
             model=run.model,
             fold=run.fold,
             seed=run.seed,

@@ -139,6 +139,14 @@ def read_predictions(path: Path) -> dict[str, Any]:
     return out
 
 
+def subject_of(attrs: dict[str, Any], worm: int) -> str:
+    """What a fold's test worm is, for a title: the whole worm where it was held out, its
+    test block under ``within`` (files written before the protocol was recorded: held out)."""
+    if str(attrs.get("protocol", "")) == "within":
+        return f"the test block of worm {worm} (fold {int(attrs['fold'])})"
+    return f"held-out worm {worm}"
+
+
 def _label_of(path: Path) -> str:
     """The model of a predictions/metrics path: .../{model}/fold{k}/seed{s}/file."""
     return Path(path).parents[2].name
@@ -155,6 +163,7 @@ def forecast_traces(
     worm = min(first["worms"])
     w0 = first["worms"][worm]
     window, horizon = int(first["attrs"]["window"]), int(first["attrs"]["horizon"])
+    subject = subject_of(first["attrs"], worm)
     names = w0["names"]
     named = [i for i, n in enumerate(names) if n]
     pool = named or list(range(len(names)))
@@ -194,15 +203,18 @@ def forecast_traces(
                 label = names[node] or f"ROI {node}"
                 ax.set_ylabel(f"{label}\nΔF/F (z)")
                 if row == 0:
-                    ax.set_title(
-                        f"held-out worm {worm}: horizon {h} frame{'s' if h > 1 else ''} ahead"
-                    )
+                    ax.set_title(f"{subject}: horizon {h} frame{'s' if h > 1 else ''} ahead")
         for ax in axes[-1]:
             ax.set_xlabel("time since recording start (s)")
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
         save(fig, out)
-    return {"worm": worm, "neurons": [names[i] for i in chosen], "models": list(preds)}
+    return {
+        "worm": worm,
+        "subject": subject,
+        "neurons": [names[i] for i in chosen],
+        "models": list(preds),
+    }
 
 
 # --------------------------------------------------------------------------- 2 score
@@ -300,7 +312,8 @@ def ethogram(predictions: list[Path], out: Path) -> dict[str, Any]:
         ax.set_yticks(range(len(rows)), [r[0] for r in rows])
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_xlabel("time since recording start (s)")
-        ax.set_title(f"Behavioural state of held-out worm {worm}: true (top) and predicted")
+        subject = subject_of(first["attrs"], worm)
+        ax.set_title(f"Behavioural state of {subject}: true (top) and predicted")
         fig.legend(
             [Patch(color=c) for c in colours],
             classes,
@@ -309,7 +322,7 @@ def ethogram(predictions: list[Path], out: Path) -> dict[str, Any]:
             frameon=False,
         )
         save(fig, out)
-    return {"worm": worm, "rows": [r[0] for r in rows], "macro_f1": f1}
+    return {"worm": worm, "subject": subject, "rows": [r[0] for r in rows], "macro_f1": f1}
 
 
 # --------------------------------------------------------------------------- 4 confusion
