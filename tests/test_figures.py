@@ -3,14 +3,12 @@ what the figure encodes (rows summing to 1, the reference graph, the plotted mea
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from conftest import REPO
 from wormgnn import aggregate, evaluate, figures, files
 from wormgnn.aggregate import AggregateConfig
 from wormgnn.train import RunConfig, run_training
@@ -120,23 +118,6 @@ def test_a_within_fold_is_titled_by_its_test_block_not_a_held_out_worm(folds, tm
     traces = figures.forecast_traces(paths[:1], tmp_path / "traces.png", n_neurons=2)
     ethogram = figures.ethogram(paths[1:], tmp_path / "ethogram.png")
     assert traces["subject"] == ethogram["subject"] == "the test block of worm 0 (fold 0)"
-
-
-@pytest.mark.parametrize("caption", ["ethogram", "forecast_traces"])
-def test_the_showcase_captions_name_the_fold_and_a_within_test_block(caption):
-    """The report renders these captions with the rule's params (Jinja)."""
-    import jinja2
-
-    template = jinja2.Template((REPO / "workflow" / "report" / f"{caption}.rst").read_text())
-
-    def render(protocol):
-        showcase = {"protocol": protocol, "fold": 0, "seed": 3}
-        return template.render(snakemake=SimpleNamespace(params={"showcase": showcase}))
-
-    text = " ".join(render("within").split())
-    assert "the first worm's test block (``within`` fold 0, seed 3)." in text
-    assert "held-out" not in text
-    assert "a held-out worm (``lowo`` fold 0, seed 3)." in " ".join(render("lowo").split())
 
 
 def test_runs_of_the_ethogram():

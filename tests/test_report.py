@@ -16,11 +16,12 @@ from docutils.core import publish_doctree
 CAPTIONS = sorted((REPO / "workflow" / "report").glob("*.rst"))
 
 
-def render(path: Path) -> str:
+def render(path: Path, showcase_protocol: str = "lowo") -> str:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    showcase = {"protocol": showcase_protocol, "fold": 0, "seed": 3}
     snakemake = SimpleNamespace(
         wildcards=SimpleNamespace(dataset="kato2015_wt_nostim", task="forecast", protocol="lowo"),
-        params=SimpleNamespace(task="forecast", protocol="lowo"),
+        params=SimpleNamespace(task="forecast", protocol="lowo", showcase=showcase),
         config=config,
     )
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -44,6 +45,15 @@ def test_caption_builds_without_system_messages(path):
     )
     messages = [m.astext() for m in doctree.findall(nodes.system_message)]
     assert not messages and not warnings.getvalue(), f"{path.name}: {messages or warnings}"
+
+
+@pytest.mark.parametrize("name", ["ethogram.rst", "forecast_traces.rst"])
+def test_the_showcase_captions_name_the_fold_and_a_within_test_block(name):
+    within = " ".join(render(REPO / "workflow" / "report" / name, "within").split())
+    assert "the first worm's test block (``within`` fold 0, seed 3)." in within
+    assert "held-out" not in within
+    lowo = " ".join(render(REPO / "workflow" / "report" / name, "lowo").split())
+    assert "a held-out worm (``lowo`` fold 0, seed 3)." in lowo
 
 
 def test_a_stray_indent_is_caught():
