@@ -191,8 +191,14 @@ def _wait_for_epoch(partial, epoch, proc, traces_digest=None, timeout=120):
     raise AssertionError(f"{partial} never reached epoch {epoch}")
 
 
-def test_killed_training_resumes_where_it_stopped(tiny_results, tmp_path):
-    run = _run("gnn", training={"max_epochs": 8, "patience": 50})
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_killed_training_resumes_where_it_stopped(tiny_results, tmp_path, device):
+    """On a GPU the Gumbel noise and dropout come from the device's generator, which the
+    resume point must restore as well."""
+    run = _run("gnn", training={"max_epochs": 8, "patience": 50, "device": device})
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     killed.mkdir()
     straight.mkdir()
@@ -206,6 +212,7 @@ def test_killed_training_resumes_where_it_stopped(tiny_results, tmp_path):
     epoch_at_kill = torch.load(partial, weights_only=False)["state"]["epoch"]
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert f"resuming from the checkpoint of epoch {epoch_at_kill}" in resumed.stderr
+    assert f"seed 0 on {device} " in resumed.stderr
     assert f"epoch {epoch_at_kill + 1:3d}" in resumed.stderr and "epoch   1 " not in resumed.stderr
     assert not partial.exists()
     subprocess.run(_cli(tiny_results, run, tiny_results["traces"], straight), check=True,

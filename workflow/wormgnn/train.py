@@ -224,7 +224,10 @@ def seed_everything(seed: int) -> torch.Generator:
     # Our code passes explicit generators; the global NumPy state is seeded (and saved on
     # resume) for libraries that still draw from it.
     np.random.seed(seed)  # noqa: NPY002
-    torch.manual_seed(seed)
+    # cuBLAS is deterministic only with a fixed workspace, set before CUDA starts; the
+    # first seed's reuse of selection's fit and a resume rely on reproducible runs.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(seed)  # every device's generator
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
 
@@ -467,20 +470,27 @@ def class_weights_of(ds: Dataset, loader: WindowLoader) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every generator a training run draws from; on a GPU also the device's own, from
+    which its Gumbel noise and dropout masks come (a CPU run never starts CUDA)."""
+    state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),  # noqa: NPY002
         "torch": torch.get_rng_state(),
         "loader": generator.get_state(),
     }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     generator.set_state(state["loader"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def build_for(run: RunConfig, prep: Prepared) -> torch.nn.Module:
@@ -566,7 +576,7 @@ def fit_neural(
         if why is None:
             model.load_state_dict(saved["model"])
             optimiser.load_state_dict(saved["optimiser"])
-            _set_rng_state(saved["rng"], generator)
+            _set_rng_state(saved["rng"], generator, device)
             state = saved["state"]
             log.info("resuming from the checkpoint of epoch %d (%s)", state["epoch"], partial)
         else:
@@ -614,7 +624,7 @@ def fit_neural(
                     row["seconds"],
                     "  *" if state["best_epoch"] == epoch else "",
                 )
-                save_partial(partial, fingerprint_now, model, optimiser, generator, state)
+                save_partial(partial, fingerprint_now, model, optimiser, generator, device, state)
         except Stopped:
             log.warning(
                 "stopped during epoch %d; %s; rerun to resume",
@@ -637,7 +647,9 @@ def fit_neural(
     return checkpoint
 
 
-def save_partial(partial: Path, fingerprint_now, model, optimiser, generator, state) -> None:
+def save_partial(
+    partial: Path, fingerprint_now, model, optimiser, generator, device, state
+) -> None:
     """Everything a restarted job needs to continue exactly where this epoch ended."""
     with files.atomic_path(partial) as tmp:
         torch.save(
@@ -645,7 +657,7 @@ def save_partial(partial: Path, fingerprint_now, model, optimiser, generator, st
                 "fingerprint": fingerprint_now,
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
-                "rng": _rng_state(generator),
+                "rng": _rng_state(generator, device),
                 "state": state,
             },
             tmp,
