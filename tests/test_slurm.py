@@ -54,7 +54,7 @@ def slurm(workdir, cfg, *args):
     # The executor checks job states 1 s after a submission, then 10 s later each time
     # it finds none finished (the backoff resets when one has). No job ends within 1 s,
     # and the tiny jobs (5-7 s in Slurm) are then seen at 12 s, not 14 s as after an
-    # initial 2 s: about 2 s less per step of the job chain (the test: 238 → 212 s).
+    # initial 2 s: about 2 s less per step of the job chain (the test run alone: 238 → 212 s).
     return run_snakemake(
         workdir,
         "--profile", str(REPO / "profiles" / "slurm"),
