@@ -63,6 +63,28 @@ def test_same_seed_same_metrics(tiny_results, tmp_path):
     assert c["per_horizon"] != a["per_horizon"]
 
 
+@pytest.mark.parametrize("model", ["mlp", "lstm", "gnn", "gnn_connectome", "gnn_nograph"])
+def test_training_reads_no_memory_before_writing_it(tiny_results, tmp_path, monkeypatch, model):
+    """Deterministic mode's fill of new tensors with NaN is off for speed; with it on,
+    every fit is the same to the bit, so no result depends on uninitialised memory."""
+    runs = {}
+    for fill in (False, True):
+        monkeypatch.setattr(train, "FILL_UNINITIALIZED", fill)
+        out = tmp_path / str(fill)
+        out.mkdir()
+        run = _run(model, training={"max_epochs": 2})
+        run_training(
+            run,
+            *(tiny_results[k] for k in ("traces", "labels", "folds")),
+            out / "m.pt",
+            out / "h.csv",
+        )
+        runs[fill] = load_checkpoint(out / "m.pt")["state_dict"]
+    assert torch.utils.deterministic.fill_uninitialized_memory  # the second run's
+    for key, tensor in runs[False].items():
+        assert torch.equal(tensor, runs[True][key]), key
+
+
 @pytest.mark.parametrize(
     ("model", "task"),
     [
