@@ -240,3 +240,89 @@ def test_low_fidelity_candidates_train_on_a_share_of_windows_and_are_not_reused(
             tmp_path / "y.json",
             epoch_fraction=0.25,
         )
+
+
+def test_successive_halving_stops_the_rest_at_the_rung_and_leaves_the_kept_runs_unchanged(
+    tiny_results, tmp_path, caplog
+):
+    """``halving``: every candidate trains to the rung; the ``keep`` best there train on,
+    each exactly as it would alone (history and fit bit for bit), the others stop there
+    and cannot be chosen. A rerun takes every result; another rung trains on those that
+    stopped at the old one."""
+    import torch
+
+    training = {**FAST, "max_epochs": 5, "patience": 5}
+    run = replace(_run("mlp", layers=1), protocol="within", training=training)
+    search = {"hidden": [8, 16], "dropout": [0.0, 0.3]}
+    paths = [tiny_results[k] for k in ("traces", "labels", "folds")]
+    full = select.run_selection(run, search, *paths, tmp_path / "full" / "selection.json")
+    histories = [tmp_path / "full" / "selection" / f"candidate{i}.csv" for i in range(4)]
+    rung = [train.best_until(train.read_history(h), 2) for h in histories]
+    kept = sorted(sorted(range(4), key=lambda i: (-rung[i], i))[:2])
+    out = tmp_path / "raced" / "selection.json"
+    raced = select.run_selection(run, search, *paths, out, halving=select.Halving(2, 2))
+    workdir = out.parent / "selection"
+    assert raced["halving"] == {"rung_epochs": 2, "keep": 2}
+    assert [c["eliminated"] for c in raced["candidates"]] == [i not in kept for i in range(4)]
+    assert [c["rung_score"] for c in raced["candidates"]] == rung
+    for i, (a, b) in enumerate(zip(full["candidates"], raced["candidates"], strict=True)):
+        if i in kept:  # trained on to the end, as in the full race
+            assert (
+                (a["val_score"], a["epochs"])
+                == (b["val_score"], b["epochs"])
+                == (
+                    b["val_score"],
+                    5,
+                )
+            )
+            assert _history(workdir / f"candidate{i}.csv") == _history(histories[i])
+        else:
+            assert (b["val_score"], b["epochs"]) == (rung[i], 2)
+            assert not (workdir / f"candidate{i}.csv").exists()
+    best = max(kept, key=lambda i: full["candidates"][i]["val_score"])
+    assert raced["chosen_index"] == best and raced["chosen_fit"] == f"selection/candidate{best}.pt"
+    assert not list(workdir.glob("*.partial")) and len(list(workdir.glob("*.pt"))) == 1
+    # the chosen fit is the run trained alone, to the bit
+    cand = train.with_point(run, raced["chosen"])
+    alone = tmp_path / "alone.pt"
+    train.fit_neural(
+        cand, train.prepare(cand, *paths, selection=True), alone, tmp_path / "alone.csv"
+    )
+    ours, theirs = (
+        train.load_checkpoint(workdir / f"candidate{best}.pt"),
+        train.load_checkpoint(alone),
+    )
+    for key, tensor in ours["state_dict"].items():
+        assert torch.equal(tensor, theirs["state_dict"][key]), key
+
+    caplog.set_level(logging.INFO, logger="wormgnn.select")
+    assert select.run_selection(run, search, *paths, out, halving=select.Halving(2, 2)) == raced
+    assert "at the rung (epoch" not in caplog.text  # nothing trains again
+    assert caplog.text.count("(done before)") == 6  # four, then the two kept again
+    caplog.clear()
+    select.run_selection(run, search, *paths, out, halving=select.Halving(3, 2))
+    assert caplog.text.count("at the rung (epoch 3)") == 2  # the two stopped at epoch 2
+    with pytest.raises(ValueError, match="must be at least 1"):
+        select.Halving(0, 2)
+
+
+def test_halving_leaves_closed_form_fits_and_a_grid_within_keep_alone(tiny_results, tmp_path):
+    """Nothing races where there is no epoch (``linear``) or every candidate is kept."""
+    paths = [tiny_results[k] for k in ("traces", "labels", "folds")]
+    linear = select.run_selection(
+        _run("linear"),
+        {"forecast": {"alpha": [0.1, 10.0]}},
+        *paths,
+        tmp_path / "linear" / "s.json",
+        halving=select.Halving(1, 1),
+    )
+    mlp = select.run_selection(
+        _run("mlp", layers=1),
+        {"hidden": [8, 16]},
+        *paths,
+        tmp_path / "mlp" / "s.json",
+        halving=select.Halving(1, 2),
+    )
+    for summary in (linear, mlp):
+        assert summary["halving"] is None
+        assert all("eliminated" not in c for c in summary["candidates"])

@@ -140,9 +140,10 @@ def test_a_search_grid_off_budget_is_refused(tmp_path):
     )
 
 
-def test_selection_epoch_fraction_reaches_every_select_job(tmp_path):
-    """``selection.epoch_fraction`` becomes select's ``--epoch-fraction`` (null: none);
-    outside (0, 1] the config is refused with the key named. The README's ``--config
+def test_selection_epoch_fraction_and_halving_reach_every_select_job(tmp_path):
+    """``selection.epoch_fraction`` becomes select's ``--epoch-fraction`` (null: none),
+    ``selection.halving`` its ``--halving``; outside (0, 1], or a rung of 0 epochs, the
+    config is refused with the key named. The README's ``--config
     selection='{...}'`` overrides work: their values are typed as in a config file."""
     config = tiny_study_config(["linear", "gnn"], seeds=[0], n_worms=2)
     cfg = write_config(tmp_path / "c.yaml", config)
@@ -163,6 +164,20 @@ def test_selection_epoch_fraction_reaches_every_select_job(tmp_path):
         tmp_path, "-n", "--config", "selection={epoch_fraction: 1.5}", configfile=cfg, check=False
     )
     assert bad.returncode != 0 and "selection.epoch_fraction" in bad.stdout
+    raced = select_commands("--config", "selection={halving: {rung_epochs: 6, keep: 2}}")
+    assert len(raced) == len(plain) and all("--halving 6 2 " in ln for ln in raced)
+    assert not any(
+        "--halving" in ln for ln in select_commands("--config", "selection={halving: null}")
+    )
+    bad = run_snakemake(
+        tmp_path,
+        "-n",
+        "--config",
+        "selection={halving: {rung_epochs: 0, keep: 2}}",
+        configfile=cfg,
+        check=False,
+    )
+    assert bad.returncode != 0 and "selection.halving.rung_epochs" in bad.stdout
 
 
 def test_neural_jobs_take_a_gpu_slot_unless_training_on_the_cpu(tmp_path):

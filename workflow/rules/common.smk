@@ -231,9 +231,14 @@ def get_selection_arg(wildcards, input):
 
 
 def get_selection_fidelity_arg(wildcards):
-    """select's --epoch-fraction: the candidates' share of windows per epoch, if set."""
+    """select's --epoch-fraction (the candidates' share of windows per epoch) and
+    --halving (successive halving), where set."""
     fraction = config["selection"].get("epoch_fraction")
-    return "" if fraction is None else f"--epoch-fraction {fraction}"
+    halving = config["selection"].get("halving")
+    args = [] if fraction is None else [f"--epoch-fraction {fraction}"]
+    if halving:
+        args.append(f"--halving {halving['rung_epochs']} {halving['keep']}")
+    return " ".join(args)
 
 
 def uses_gpu(wildcards):

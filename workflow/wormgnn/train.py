@@ -531,11 +531,35 @@ def partial_of(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+@dataclass
+class Paused:
+    """A run stopped by ``until_epoch`` (:func:`fit_neural`) before early stopping or
+    ``max_epochs`` ended it: its resume point holds ``epoch`` epochs, and ``history``
+    their rows."""
+
+    epoch: int
+    history: list[dict[str, Any]]
+
+
+def best_until(history: list[dict[str, Any]], epoch: int) -> float:
+    """The best validation score of a run's first ``epoch`` epochs (history rows)."""
+    scores = [float(row["val_score"]) for row in history if int(row["epoch"]) <= epoch]
+    return max(scores, default=-np.inf)
+
+
 def fit_neural(
-    run: RunConfig, prep: Prepared, out: Path, history_out: Path, keep_partial: bool = False
-) -> dict[str, Any]:
+    run: RunConfig,
+    prep: Prepared,
+    out: Path,
+    history_out: Path,
+    keep_partial: bool = False,
+    until_epoch: int | None = None,
+) -> dict[str, Any] | Paused:
     """Train with early stopping, saving a resume point after every epoch; a finished
-    run deletes it unless ``keep_partial`` (:func:`train_seeds`)."""
+    run deletes it unless ``keep_partial`` (:func:`train_seeds`). With ``until_epoch``,
+    a run that has not finished by then stops there and returns :class:`Paused`,
+    keeping its resume point and writing no outputs; called again without it, the run
+    resumes and ends exactly as one run would (selection's successive halving)."""
     cfg = run.train_config()
     device = resolve_device(cfg.device)
     generator = seed_everything(run.seed)
@@ -594,6 +618,9 @@ def fit_neural(
     with StopOnSignal() as stop:
         try:
             while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
+                if until_epoch is not None and state["epoch"] >= until_epoch:
+                    log.info("paused after epoch %d; %s holds it", state["epoch"], partial)
+                    return Paused(state["epoch"], state["history"])
                 epoch = state["epoch"] + 1
                 start = time.perf_counter()
                 train_stats = train_epoch(
@@ -680,6 +707,12 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_history(path: Path) -> list[dict[str, str]]:
+    """The rows :func:`write_history` wrote (values as text)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def save_checkpoint(
