@@ -296,6 +296,7 @@ def test_successive_halving_stops_the_rest_at_the_rung_and_leaves_the_kept_runs_
         assert torch.equal(tensor, theirs["state_dict"][key]), key
 
     caplog.set_level(logging.INFO, logger="wormgnn.select")
+    caplog.clear()  # an earlier test's logging set-up may have let INFO through already
     assert select.run_selection(run, search, *paths, out, halving=select.Halving(2, 2)) == raced
     assert "at the rung (epoch" not in caplog.text  # nothing trains again
     assert caplog.text.count("(done before)") == 6  # four, then the two kept again
