@@ -185,11 +185,25 @@ class _Candidate:
         saved = files.read_json(self.done) if self.done.exists() else {}
         if saved.get("fingerprint") != self.fingerprint:
             return {}
-        if saved.get("eliminated_at") is not None and saved.get("halving") != (
-            halving.as_dict() if halving else None
-        ):
+        if "halving" in saved and saved["halving"] != (halving.as_dict() if halving else None):
             return {}  # stopped at another rung: it must train on
         return saved
+
+    def _record(self, val_score: float, best_epoch: int, epochs: int, **more: Any) -> None:
+        """Keep (and write) this candidate's result: ``more`` for one stopped at a rung."""
+        self.result = {
+            "fingerprint": self.fingerprint,
+            "point": self.point,
+            "val_score": val_score,
+            "best_epoch": best_epoch,
+            "epochs": epochs,
+            "fit_worms": sorted(self.prep.fit),
+            "val_worms": sorted(self.prep.val),
+            "split": self.prep.split,
+            **more,
+        }
+        files.write_json(self.done, self.result)
+        self.prep = None  # only a paused fit needs its data again
 
     def advance(self, traces, labels, folds, halving: Halving | None, n: int) -> None:
         """Train to the end, or (``halving``) to the rung; nothing where it is done."""
@@ -218,59 +232,32 @@ class _Candidate:
                 )
                 return
         self.paused = None
-        self.result = {
-            "fingerprint": self.fingerprint,
-            "point": self.point,
-            "val_score": float(checkpoint["best_val_score"]),
-            "best_epoch": int(checkpoint.get("best_epoch", 0)),
-            "epochs": _epochs(self.history),
-            "fit_worms": sorted(self.prep.fit),
-            "val_worms": sorted(self.prep.val),
-            "split": self.prep.split,
-        }
-        files.write_json(self.done, self.result)
-        self.prep = None  # only a paused fit needs its data again
+        self._record(
+            float(checkpoint["best_val_score"]),
+            int(checkpoint.get("best_epoch", 0)),
+            len(read_history(self.history)),  # 1 for a closed form
+        )
         log.info("%s: val_score %.4f", label, self.result["val_score"])
 
     def rung_score(self, halving: Halving) -> float:
         """The best validation score of the first ``rung_epochs`` epochs."""
         if self.paused is not None:
             return best_until(self.paused.history, halving.rung_epochs)
-        if "rung_score" in self.result:  # out at this rung in an earlier run
-            return float(self.result["rung_score"])
+        if "halving" in self.result:  # stopped at this rung in an earlier run
+            return float(self.result["val_score"])
         return best_until(read_history(self.history), halving.rung_epochs)
 
     def eliminate(self, halving: Halving, score: float, n: int) -> None:
         """Out of the race at the rung, with ``score`` there: it cannot be chosen. A
         paused fit stops for good (its resume point is deleted); its result records
-        the rung, so that only a rerun under the same halving takes it."""
+        the halving, so that only a rerun under the same halving takes it."""
         log.info("candidate %d/%d %s: out at the rung", self.index + 1, n, self.point)
         if self.paused is None:
             return  # it had finished by the rung: its result stands, it is just not chosen
         paused, self.paused = self.paused, None
-        self.result = {
-            "fingerprint": self.fingerprint,
-            "point": self.point,
-            "val_score": score,
-            "best_epoch": next(
-                int(r["epoch"]) for r in paused.history if float(r["val_score"]) == score
-            ),
-            "epochs": paused.epoch,
-            "fit_worms": sorted(self.prep.fit),
-            "val_worms": sorted(self.prep.val),
-            "split": self.prep.split,
-            "eliminated_at": paused.epoch,
-            "rung_score": score,
-            "halving": halving.as_dict(),
-        }
-        files.write_json(self.done, self.result)
+        best_epoch = next(int(r["epoch"]) for r in paused.history if float(r["val_score"]) == score)
+        self._record(score, best_epoch, paused.epoch, halving=halving.as_dict())
         partial_of(self.model).unlink(missing_ok=True)
-        self.prep = None
-
-
-def _epochs(history: Path) -> int:
-    """The epochs a finished fit trained (its history's rows; 1 for a closed form)."""
-    return len(read_history(history))
 
 
 def main(argv: list[str] | None = None) -> None:

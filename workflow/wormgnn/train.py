@@ -219,8 +219,8 @@ class StopOnSignal:
 
 
 #: Deterministic mode's debugging aid, filling every new tensor with NaN, stays off: no
-#: result reads memory before writing it (a test trains every neural model with it on
-#: and off and gets the same fit, to the bit), and the fill was 16 % of an LSTM step on
+#: result reads memory before writing it (a test trains each kind of neural model with
+#: it on and off and gets the same fit, to the bit), and the fill was 16 % of an LSTM step on
 #: the CPU, whose oneDNN backward allocates per time step.
 FILL_UNINITIALIZED = False
 
