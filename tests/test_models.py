@@ -11,6 +11,7 @@ from wormgnn.models.nri import (
     gumbel_softmax,
     lagged_correlations,
     standardise_context,
+    unpack_symmetric,
 )
 from wormgnn.models.registry import model_config
 from wormgnn.models.sparse import SparseRelationalConv
@@ -532,7 +533,7 @@ def test_candidate_senders_have_the_largest_evidence_and_carry_all_messages():
     x, mask, context = _with_context("forecast")
     summary = context_summary(context, lags=4, senders=2, mask=mask)
     senders, valid = summary["senders"], summary["sender_mask"] > 0
-    assert senders.shape == (B, N, 2) and summary["sender_gram"].shape == (B, N, 2, 2)
+    assert senders.shape == (B, N, 2) and summary["sender_gram"].shape == (B, N, 3)
     full = context_summary(context, lags=4, mask=mask)["evidence"]
     score = full.abs().sum(-1)  # [b, s, r]
     for b in range(B):
@@ -562,6 +563,19 @@ def test_candidate_senders_have_the_largest_evidence_and_carry_all_messages():
     sends_to = ~outside[0, 0]  # receivers that have node 0 as a candidate
     sends_to[0] = True  # and node 0 itself
     assert torch.equal(changed, sends_to)
+
+
+def test_a_symmetric_matrix_comes_back_from_its_upper_triangle():
+    full = torch.randn(2, 3, 5, 5)
+    full = full + full.transpose(-1, -2)
+    rows, cols = torch.triu_indices(5, 5)
+    upper = full[..., rows, cols]
+    assert upper.shape == (2, 3, 15)
+    assert torch.equal(unpack_symmetric(upper, 5), full)
+    asymmetric = torch.randn(5, 5)  # only the upper triangle is read
+    torch.testing.assert_close(
+        unpack_symmetric(asymmetric[rows, cols], 5), asymmetric.triu() + asymmetric.triu(1).T
+    )
 
 
 def test_candidate_senders_only_with_the_dense_decoder():

@@ -507,8 +507,8 @@ class ContextDecoder(nn.Module):
         coef = torch.cat([torch.ones_like(self.own[:1]), -self.own])  # c = [1, -a]
         if "sender_gram" in stats:  # candidate senders: z is receiver-major (B, N_r, S, T)
             cross = stats["sender_cross"][:s]  # (B, N_r, S, p + 1)
-            gram = stats["sender_gram"][:s]  # (B, N_r, S, S): each receiver's senders
             w = z.sum(-1)  # (B, N_r, S)
+            gram = unpack_symmetric(stats["sender_gram"][:s], w.shape[-1])  # (B, N_r, S, S)
         else:
             cross = stats["cross"][:s]  # (B, N_r, N_s, p + 1)
             gram = cross[:, None, ..., 1]  # (B, 1, N_s, N_s): u_s(t - 1) u_q(t - 1)
@@ -580,7 +580,9 @@ def context_summary(
     indices ``senders`` and float ``sender_mask`` (B, N_r, S), ``sender_evidence`` (B,
     N_r, S, lags + 2), ``self_evidence`` (B, N, lags + 2) of each pair (r, r), and the
     statistics restricted to them: ``sender_cross`` (B, N_r, S, p + 1), ``sender_gram``
-    (B, N_r, S, S), ``moments``. A window's summary then grows as N·S², not N²."""
+    (B, N_r, S (S + 1) / 2), the upper triangle of each receiver's senders' Gram matrix
+    (:func:`unpack_symmetric`; half the bytes of the square, the largest tensor of the
+    loader's cache), and ``moments``. A window's summary then grows as N·S², not N²."""
     u, frames = standardise_context(context)
     corr = torch.cat(
         [
@@ -607,9 +609,21 @@ def context_summary(
         index, batch = index[:m], batch[:m]
         gram = stats["cross"][..., 1]  # (B, N, N)
         out["sender_cross"] = stats["cross"][batch, receiver, index]  # cross is [b, r, s]
-        out["sender_gram"] = gram[batch[..., None], index[..., :, None], index[..., None, :]]
+        upper = torch.triu_indices(senders, senders, device=corr.device)
+        out["sender_gram"] = gram[batch, index[..., upper[0]], index[..., upper[1]]]
         out["moments"] = stats["moments"]
     return out
+
+
+def unpack_symmetric(upper: torch.Tensor, size: int) -> torch.Tensor:
+    """Symmetric (..., size, size) matrices from their upper triangles (..., size (size +
+    1) / 2), row-major as :func:`torch.triu_indices` lists them."""
+    rows, cols = torch.triu_indices(size, size, device=upper.device)
+    position = torch.empty(size, size, dtype=torch.long, device=upper.device)
+    order = torch.arange(rows.numel(), device=upper.device)
+    position[rows, cols] = order
+    position[cols, rows] = order
+    return upper[..., position]
 
 
 def softmax_over_types(logits: torch.Tensor, log: bool = False) -> torch.Tensor:
