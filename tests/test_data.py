@@ -168,7 +168,12 @@ def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_resu
     for senders in (0, 3):  # every pair; three candidate senders per receiver
         compute = functools.partial(context_summary, lags=4, senders=senders)
         summary = ContextSummary(compute, SUMMARY_NODE_DIMS)
-        cached = next(iter(WindowLoader(ds, segments, 32, False, context=40, summary=summary)))
+        loader = WindowLoader(ds, segments, 32, False, context=40, summary=summary)
+        for rows in loader.cached.values():  # no row keeps a larger tensor alive
+            storage = {row.untyped_storage().data_ptr(): row.untyped_storage() for row in rows}
+            per_chunk = {ptr: chunk.nbytes() for ptr, chunk in storage.items()}
+            assert sum(per_chunk.values()) == sum(row.nbytes for row in rows)
+        cached = next(iter(loader))
         assert cached.context is None and set(cached.inputs) == {"summary"}
         torch.manual_seed(0)
         cfg = model_config("gnn", {"node_set": "all", "context_frames": 40, "senders": senders})

@@ -269,9 +269,11 @@ class ContextSummary:
 
     compute: Callable[[torch.Tensor], dict[str, torch.Tensor]]
     node_dims: dict[str, int] = field(default_factory=dict)
-    #: Above this many bytes for one loader the summary is computed per batch instead
-    #: (the ``all`` node set of a Kato-sized fold would need several GB).
-    max_bytes: int = 2 * 2**30
+    #: Above this many bytes for one loader the summary is computed per batch instead.
+    #: The ``all`` node set of a Kato-sized fold (about 10,800 training windows of 110-130
+    #: nodes, 16 candidate senders each) needs about 1.9 GiB; per batch, computing it is
+    #: two thirds of a training step.
+    max_bytes: int = 3 * 2**30
 
 
 class WindowLoader:
@@ -421,12 +423,14 @@ class WindowLoader:
                 with torch.no_grad():
                     out = summary.compute(torch.stack(self._contexts(part)))
                 for key, value in out.items():
+                    if value.untyped_storage().nbytes() > value.nbytes:
+                        value = value.clone()  # a view (a diagonal): keep its own bytes only
                     rows.setdefault(key, []).extend(value.unbind(0))
             if a == 0:
                 per_window = sum(v[0].numel() * v[0].element_size() for v in rows.values())
                 if per_window * n > summary.max_bytes:
                     log.info(
-                        "context summaries of %d windows would take %.1f GB; computing "
+                        "context summaries of %d windows would take %.1f GiB; computing "
                         "them per batch instead",
                         n,
                         per_window * n / 2**30,
