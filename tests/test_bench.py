@@ -35,6 +35,7 @@ def test_bench_measures_each_model_in_its_own_process(tiny_results, tmp_path, ca
     assert labels == [(t, m) for t in ("forecast", "behaviour") for m in models]
     for record in result["records"]:
         assert record["windows_per_s"] > 0 and record["epoch_s"] > 0 and record["peak_rss_mb"] > 100
+        assert record["loader_s"] > 0  # the loader's one-off build (the gnn's summary cache)
         if record["label"] != "linear":  # FLOPs of a step, against a timed matrix product
             assert record["flops_per_window"] > 0 and 0 < record["efficiency"] < 1
     targets = {(t["target"], t["task"]) for t in result["targets"]}
