@@ -216,6 +216,53 @@ def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_resu
     assert fallback.cached is None and next(iter(fallback)).context is not None
 
 
+def test_a_summary_cache_computes_each_set_of_windows_once(forecast_ds):
+    """Loaders over the same windows and settings take the cached summaries (the same
+    rows, not recomputed); other windows, settings or node counts compute their own."""
+    import functools
+
+    from wormgnn.data import ContextSummary, SummaryCache
+    from wormgnn.models.nri import SUMMARY_NODE_DIMS, context_summary
+
+    calls = []
+
+    def counted(context, **settings):
+        calls.append(context.shape[0])
+        return context_summary(context, **settings)
+
+    def summary(lags):
+        compute = functools.partial(counted, lags=lags, senders=0)
+        return ContextSummary(compute, SUMMARY_NODE_DIMS, settings=(("lags", lags),))
+
+    cache, segments = SummaryCache(), {0: [(0, 60)], 1: [(10, 70)]}
+    first = WindowLoader(
+        forecast_ds, segments, 16, False, context=24, summary=summary(4), cache=cache
+    )
+    n_calls = len(calls)
+    assert n_calls > 0 and sum(calls) == first.n_windows
+    shuffled = WindowLoader(
+        forecast_ds, segments, 16, True, torch.Generator().manual_seed(0), context=24,
+        summary=summary(4), cache=cache,
+    )  # fmt: skip
+    assert len(calls) == n_calls  # nothing recomputed
+    assert shuffled.cached is first.cached
+    a = next(iter(first))
+    again = WindowLoader(forecast_ds, segments, 16, False, context=24, summary=summary(4))
+    b = next(iter(again))  # computed afresh, without the cache: the same bits
+    for key in a.summary:
+        assert torch.equal(a.summary[key], b.summary[key])
+    for other in (
+        {"segments": {0: [(0, 60)]}},  # other windows
+        {"context": 32},
+        {"summary": summary(2)},  # other settings
+    ):
+        kwargs = {"segments": segments, "context": 24, "summary": summary(4)} | other
+        before = len(calls)
+        loader = WindowLoader(forecast_ds, kwargs["segments"], 16, False, context=kwargs["context"],
+                              summary=kwargs["summary"], cache=cache)  # fmt: skip
+        assert len(calls) > before and loader.cached is not first.cached
+
+
 def test_a_fraction_of_the_windows_per_pass_drawn_afresh(forecast_ds):
     segments = {0: [(0, 100)], 1: [(0, 100)]}
     loader = WindowLoader(

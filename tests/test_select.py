@@ -327,3 +327,26 @@ def test_halving_leaves_closed_form_fits_and_a_grid_within_keep_alone(tiny_resul
     for summary in (linear, mlp):
         assert summary["halving"] is None
         assert all("eliminated" not in c for c in summary["candidates"])
+
+
+def test_a_selection_summarises_each_set_of_windows_once(tiny_results, tmp_path, monkeypatch):
+    """The gnn's candidates, and a candidate resumed after the rung, read the same
+    windows: their context summaries are computed once per set of windows (fit and
+    validation), not once per candidate and resume."""
+    from wormgnn.data import WindowLoader
+
+    built = []
+    summarise = WindowLoader._summarise_all
+
+    def counted(self, summary):
+        built.append(self.n_windows)
+        return summarise(self, summary)
+
+    monkeypatch.setattr(WindowLoader, "_summarise_all", counted)
+    paths = [tiny_results[k] for k in ("traces", "labels", "folds")]
+    run = _run("gnn", hidden=8, context_frames=24)
+    raced = select.run_selection(
+        run, {"hidden": [8, 16]}, *paths, tmp_path / "s.json", halving=select.Halving(1, 1)
+    )
+    assert [c["eliminated"] for c in raced["candidates"]].count(False) == 1
+    assert len(built) == 2  # fit and validation windows (not 6: for two candidates, a resume)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from wormgnn import files
+from wormgnn.data import SummaryCache
 from wormgnn.models import NEURAL_MODELS
 from wormgnn.search import grid
 from wormgnn.train import (
@@ -118,8 +119,9 @@ def run_selection(
         halving = None  # nothing to race: closed-form fits, or every candidate kept
     workdir = out.parent / "selection"
     inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
+    summaries = SummaryCache()  # the candidates read the same windows' context summaries
     races = [
-        _Candidate(i, point, with_point(run, point), workdir, inputs)
+        _Candidate(i, point, with_point(run, point), workdir, inputs, summaries)
         for i, point in enumerate(points)
     ]
     n = len(races)
@@ -171,8 +173,11 @@ class _Candidate:
     ``.csv`` and result ``.json``, which a rerun on the same inputs and code takes
     instead of training again (an eliminated candidate's only under the same halving)."""
 
-    def __init__(self, index, point, run, workdir: Path, inputs: dict[str, Path]) -> None:
+    def __init__(
+        self, index, point, run, workdir: Path, inputs: dict[str, Path], summaries: SummaryCache
+    ) -> None:
         self.index, self.point, self.run = index, point, run
+        self.summaries = summaries
         self.model = workdir / f"candidate{index}.pt"
         self.history = workdir / f"candidate{index}.csv"
         self.done = workdir / f"candidate{index}.json"
@@ -214,7 +219,9 @@ class _Candidate:
             log.info("%s: val_score %.4f (done before)", label, saved["val_score"])
             return
         if self.prep is None:
-            self.prep = prepare(self.run, traces, labels, folds, selection=True)
+            self.prep = prepare(
+                self.run, traces, labels, folds, selection=True, cache=self.summaries
+            )
         if self.run.model not in NEURAL_MODELS:
             checkpoint = fit_classical(self.run, self.prep, self.model, self.history)
         else:

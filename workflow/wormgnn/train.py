@@ -56,6 +56,7 @@ from wormgnn.data import (
     ContextSummary,
     Dataset,
     Segments,
+    SummaryCache,
     WindowLoader,
     connectome_graphs,
     fold_segments,
@@ -263,6 +264,8 @@ class Prepared:
     inputs: dict[str, Path] = field(default_factory=dict)  # the files it was read from
     split: str = ""  # how validation was drawn (selection only)
     summary: ContextSummary | None = None  # what the model reads from the context (gnn)
+    # its loaders' summaries, for the next loader over the same windows (a seed, a resume)
+    cache: SummaryCache = field(default_factory=SummaryCache)
 
     def loader(
         self,
@@ -285,6 +288,7 @@ class Prepared:
             self.vocabulary,
             self.summary,
             fraction,
+            self.cache,
         )
 
 
@@ -304,11 +308,17 @@ def selection_split(
 
 
 def prepare(
-    run: RunConfig, traces: Path, labels: Path, folds: Path, selection: bool = False
+    run: RunConfig,
+    traces: Path,
+    labels: Path,
+    folds: Path,
+    selection: bool = False,
+    cache: SummaryCache | None = None,
 ) -> Prepared:
     """Load the node set the model needs and this fold's fit/validation/test segments.
     With ``selection``, only the fold's training worms are read, split by
-    :func:`selection_split`, and there is no test segment."""
+    :func:`selection_split`, and there is no test segment. ``cache``: context summaries
+    shared with other preparations of the same files (a selection's candidates)."""
     mcfg = model_config(run.model, run.model_params)
     if run.task == "behaviour" and run.model in FORECAST_ONLY:
         raise ValueError(f"{run.model} is a forecast-only model; it has no behaviour variant")
@@ -339,19 +349,28 @@ def prepare(
         context = mcfg.context_frames
         # the context loss's statistics only where there is a context loss
         samples = None if mcfg.context_weight > 0 else 0
+        settings = {"lags": mcfg.context_lags, "samples": samples, "senders": mcfg.sender_count}
         summary = ContextSummary(
-            functools.partial(
-                context_summary,
-                lags=mcfg.context_lags,
-                samples=samples,
-                senders=mcfg.sender_count,
-            ),
+            functools.partial(context_summary, **settings),
             SUMMARY_NODE_DIMS,
+            settings=tuple(sorted(settings.items())),
         )
     named = run.model in GNN_MODELS and run.task in mcfg.identity
     vocabulary = name_vocabulary(ds, train) if named else None
     inputs = {"traces": Path(traces), "labels": Path(labels), "folds": Path(folds)}
-    return Prepared(ds, fit, val, test, graphs, context, vocabulary, inputs, split, summary)
+    return Prepared(
+        ds,
+        fit,
+        val,
+        test,
+        graphs,
+        context,
+        vocabulary,
+        inputs,
+        split,
+        summary,
+        cache if cache is not None else SummaryCache(),
+    )
 
 
 def stack_windows(loader: WindowLoader) -> tuple[np.ndarray, np.ndarray]:
