@@ -218,7 +218,7 @@ def test_cached_context_summaries_give_the_model_of_the_context_itself(tiny_resu
 
 def test_a_summary_cache_computes_each_set_of_windows_once(forecast_ds):
     """Loaders over the same windows and settings take the cached summaries (the same
-    rows, not recomputed); other windows, settings or node counts compute their own."""
+    rows, not recomputed); other windows, context lengths or settings compute their own."""
     import functools
 
     from wormgnn.data import ContextSummary, SummaryCache

@@ -283,7 +283,7 @@ class SummaryCache:
     """Every window's context summary, kept per set of windows for the loaders built
     after the first over the same windows: a resumed fit, the next seed of a train job,
     the next candidate of a selection. Building them is most of building a ``gnn``
-    loader (10-19 s on the shared set of a Kato-sized fold and 74-84 s on every ROI, at
+    loader (7-19 s on the shared set of a Kato-sized fold and 57-86 s on every ROI, at
     2 threads), and they are a pure function of the data and the windows, so the rows
     are the same bits either way. One cache serves one dataset (one set of input files).
     """
@@ -367,8 +367,8 @@ class WindowLoader:
         self.summary = summary
         self.cached: dict[str, list[torch.Tensor]] | None = None
         if summary is not None and self.context and self.n_windows:
-            key = SummaryCache.key(ds, segments, self.context, summary) if cache else None
-            self.cached = cache.get(key) if cache else None
+            key = SummaryCache.key(ds, segments, self.context, summary)
+            self.cached = cache.get(key) if cache is not None else None
             if self.cached is None:
                 self.cached = self._summarise_all(summary)
                 if cache is not None and self.cached is not None:
