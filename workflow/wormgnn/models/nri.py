@@ -40,7 +40,9 @@ embedding), so that its read-out can tell AVB from AIB, which activity alone can
 still holds.
 
 The first layer of every pairwise MLP is split into a sender and a receiver part, so
-the (B, N, N, ·) tensors are formed once by broadcasting. ``RelationalConv`` computes the
+the (B, N, N, ·) tensors are formed once by broadcasting, and its last layer is applied
+composed with the linear map that follows it (the encoder's skip and logits layers), so
+fewer matrix products run per pair. ``RelationalConv`` computes the
 same messages densely (all pairs, batched) or sparsely with PyG's ``MessagePassing``
 over an ``edge_index``; the benchmark compares both.
 """
@@ -130,7 +132,9 @@ def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
 class PairwiseMLP(nn.Module):
     r""":math:`f([h_s, h_r]) = V\,\mathrm{ReLU}(U_s h_s + U_r h_r + b)` for all pairs, the
     first layer split into a sender and a receiver projection so that only one matrix
-    product runs per pair. Shapes: h (B, N, F) → (B, N_s, N_r, out)."""
+    product runs per pair. Its methods return the hidden layer :math:`\mathrm{ReLU}(\cdot)`
+    (B, N_s, N_r, hidden): :class:`RelationEncoder` applies :math:`V` composed with the
+    linear map that follows it (:func:`composed`), one product per pair instead of two."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int):
         super().__init__()
@@ -138,24 +142,42 @@ class PairwiseMLP(nn.Module):
         self.recv = nn.Linear(in_dim, hidden)
         self.out = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
-    def forward(self, h: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def last(self) -> nn.Linear:
+        """:math:`V`, the layer after the hidden one."""
+        return self.out[1]
+
+    def hidden(self, h: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Every pair: h (B, N, F), extra (B, N_s, N_r, hidden) → (B, N_s, N_r, hidden)."""
         pre = self.send(h)[:, :, None] + self.recv(h)[:, None, :]  # (B, N_s, N_r, hidden)
-        if extra is not None:
-            pre += extra  # in place: the (B, N, N, hidden) tensors bound the CPU's speed
-        return self.out(pre)
+        pre += extra  # in place: the (B, N, N, hidden) tensors bound the CPU's speed
+        return torch.relu_(pre)
 
     def candidates(
         self, h: torch.Tensor, senders: torch.Tensor, extra: torch.Tensor
     ) -> torch.Tensor:
-        """The same function on each receiver's candidate senders, receiver-major: h (B,
-        N, F), senders (B, N_r, S) indices, extra (B, N_r, S, hidden) → (B, N_r, S, out)."""
+        """Each receiver's candidate senders, receiver-major: h (B, N, F), senders (B,
+        N_r, S) indices, extra (B, N_r, S, hidden) → (B, N_r, S, hidden)."""
         pre = gather_nodes(self.send(h), senders) + self.recv(h)[:, :, None]
         pre += extra
-        return self.out(pre)
+        return torch.relu_(pre)
 
     def self_pairs(self, h: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """The pairs (r, r): h (B, N, F), extra (B, N, hidden) → (B, N, out)."""
-        return self.out(self.send(h) + self.recv(h) + extra)
+        """The pairs (r, r): h (B, N, F), extra (B, N, hidden) → (B, N, hidden)."""
+        return torch.relu_(self.send(h) + self.recv(h) + extra)
+
+
+def composed(outer: nn.Linear, inner: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``outer(inner(x))``, one linear map (a bias-free layer's is 0).
+    On the (B, N, N, ·) pair tensors this is one matrix product instead of two; the
+    parameters, and so training in exact arithmetic, are those of the two layers."""
+    weight = outer.weight @ inner.weight
+    bias = outer.weight.new_zeros(outer.out_features)
+    if inner.bias is not None:
+        bias = bias + outer.weight @ inner.bias
+    if outer.bias is not None:
+        bias = bias + outer.bias
+    return weight, bias
 
 
 def gather_nodes(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -401,15 +423,30 @@ class RelationEncoder(nn.Module):
         h = self.embed(x.reshape(b, n, -1))
         if "senders" in summary:
             return self._candidates(h, mask, summary)
-        pair = (mask[:, :, None] & mask[:, None, :]).float()  # (B, N_s, N_r)
-        evidence = _pair_features(summary["evidence"])  # (B, N_s, N_r, 2 * lags + 4)
-        e = self.edge1(h, extra=self.pair_in(evidence))  # (B, N_s, N_r, F)
+        pair = (mask[:, :, None] & mask[:, None, :]).float()[..., None]  # (B, N_s, N_r, 1)
+        into, direct = self._evidence(summary["evidence"])  # (B, N_s, N_r, ·)
+        r1 = self.edge1.hidden(h, into)  # edge1's hidden layer; its edges e = V r1 + c
         if not mask.all():  # padded nodes send nothing (a fixed node set has none)
-            e = e * pair[..., None]
-        incoming = e.sum(1) / mask.sum(1).clamp(min=1)[:, None, None]  # edge → receiver node
-        h2 = self.node2(incoming)
-        e2 = self.edge2(h2, extra=self.skip(e))
-        return self.logits(e2) + self.pair_out(evidence)
+            r1 = r1 * pair
+        # edge → receiver node: the mean of e over the senders, from r1's mean (on padded
+        # receivers this differs from the mean of masked e, and nothing reads them)
+        count = mask.sum(1).clamp(min=1)[:, None, None]
+        h2 = self.node2(self.edge1.last(r1.sum(1) / count))
+        return self._edge_logits(h2, r1, direct, self.edge2.hidden)
+
+    def _evidence(self, evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A pair's features (the evidence and its magnitude) into edge1's hidden layer and
+        straight into the logits, in one matrix product."""
+        weight = torch.cat([self.pair_in.weight, self.pair_out.weight])
+        both = F.linear(_pair_features(evidence), weight)
+        return both[..., : self.pair_in.out_features], both[..., self.pair_in.out_features :]
+
+    def _edge_logits(self, h2, r1, direct, hidden2) -> torch.Tensor:
+        """``logits(edge2(h2, skip(e)))`` with e = edge1's edges, from edge1's hidden layer
+        ``r1``; ``hidden2`` is edge2's hidden layer over the same pairs. (Pairs with a
+        padded node get other logits than from masked e; nothing reads them.)"""
+        r2 = hidden2(h2, F.linear(r1, *composed(self.skip, self.edge1.last)))
+        return F.linear(r2, *composed(self.logits, self.edge2.last)) + direct
 
     def _candidates(
         self, h: torch.Tensor, mask: torch.Tensor, summary: dict[str, torch.Tensor]
@@ -417,15 +454,18 @@ class RelationEncoder(nn.Module):
         """The same encoder over each receiver's candidate senders. The edge → node step
         also takes the pair (r, r), as the dense one does, and averages over the pairs it
         sums: with every other node a candidate, this is the dense encoder exactly."""
-        senders, valid = summary["senders"], summary["sender_mask"]  # (B, N_r, S)
-        evidence = _pair_features(summary["sender_evidence"])  # (B, N_r, S, 2 * lags + 4)
-        own = _pair_features(summary["self_evidence"])  # (B, N, 2 * lags + 4)
-        e = self.edge1.candidates(h, senders, self.pair_in(evidence)) * valid[..., None]
-        e_self = self.edge1.self_pairs(h, self.pair_in(own)) * mask[..., None]
-        incoming = (e.sum(2) + e_self) / (valid.sum(-1, keepdim=True) + 1)
-        h2 = self.node2(incoming)
-        e2 = self.edge2.candidates(h2, senders, self.skip(e))
-        return self.logits(e2) + self.pair_out(evidence)
+        senders, valid = summary["senders"], summary["sender_mask"][..., None]  # (B, N_r, S, 1)
+        into, direct = self._evidence(summary["sender_evidence"])  # (B, N_r, S, ·)
+        own, _ = self._evidence(summary["self_evidence"])  # (B, N, ·)
+        r1 = self.edge1.candidates(h, senders, into) * valid
+        r_self = self.edge1.self_pairs(h, own)  # (padded receivers: read by nothing)
+        pairs = valid.sum(2) + 1  # (B, N_r, 1): the candidates and (r, r)
+        h2 = self.node2(self.edge1.last((r1.sum(2) + r_self) / pairs))
+
+        def hidden2(h2: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+            return self.edge2.candidates(h2, senders, extra)
+
+        return self._edge_logits(h2, r1, direct, hidden2)
 
 
 def _pair_features(evidence: torch.Tensor) -> torch.Tensor:
