@@ -37,6 +37,16 @@ shell.prefix(
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 
+# Snakemake's default job-rate limit makes its local scheduler rerun itself more often
+# with every finished job (workflow/wormgnn/scheduling.py); a local run drops it.
+onstart:
+    from snakemake.logging import logger
+    from wormgnn.scheduling import drop_local_rate_limit
+
+    if drop_local_rate_limit(workflow):
+        logger.debug("wormgnn: local run, job-rate limiter removed")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
