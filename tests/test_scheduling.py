@@ -5,7 +5,6 @@ from types import SimpleNamespace
 import pytest
 from snakemake.scheduling.job_scheduler import JobRateLimiter
 from snakemake.settings.types import MaxJobsPerTimespan
-
 from wormgnn.scheduling import drop_local_rate_limit
 
 
@@ -40,6 +39,7 @@ def test_any_other_limiter_is_kept(limit, local_exec, dryrun):
 
 def test_a_workflow_without_these_attributes_is_left_alone():
     assert not drop_local_rate_limit(SimpleNamespace())
-    odd = SimpleNamespace(scheduler=SimpleNamespace(job_rate_limiter=object()), local_exec=True, dryrun=False)
+    scheduler = SimpleNamespace(job_rate_limiter=object())
+    odd = SimpleNamespace(scheduler=scheduler, local_exec=True, dryrun=False)
     assert not drop_local_rate_limit(odd)
     assert odd.scheduler.job_rate_limiter is not None
