@@ -7,9 +7,9 @@ arming a one-shot timer for another pass one timespan later, and every finished 
 starts a pass of its own. So each finished job adds one more chain of timers that lasts
 as long as jobs wait: after n finished jobs the scheduler tries n passes a second, each
 a stat of every ready job's inputs and a job selection. On the fixture study at
-``--cores 2`` the Snakemake process itself used 26 % of a core averaged over its first
-68 minutes (1,075 CPU-seconds, 97 of 367 steps done) and 44 % over the next 10 seconds:
-CPU taken from the two training jobs it was scheduling.
+``--cores 2`` the Snakemake process itself used 1,242 CPU-seconds in its first 74.8
+minutes (100 of 367 steps done; 28 % of a core on average, 44 % over a 10-second sample
+at 97 finished jobs): CPU taken from the two training jobs it was scheduling.
 
 A local run has no queue to protect, so :func:`drop_local_rate_limit` (called from the
 Snakefile's ``onstart``, after the scheduler is built and before it runs) removes the
