@@ -85,26 +85,6 @@ def test_training_reads_no_memory_before_writing_it(tiny_results, tmp_path, monk
         assert torch.equal(tensor, runs[True][key]), key
 
 
-def test_seeding_sets_deterministic_mode_without_importing_the_compiler():
-    """The deterministic mode is on (warnings only), and torch._inductor, whose import
-    the public setter pays (2.3 s a job), stays unimported; once imported, its flag is
-    set too."""
-    code = (
-        "import sys, torch\n"
-        "from wormgnn.train import seed_everything\n"
-        "seed_everything(0)\n"
-        "assert torch.are_deterministic_algorithms_enabled()\n"
-        "assert torch.is_deterministic_algorithms_warn_only_enabled()\n"
-        "assert 'torch._inductor' not in sys.modules, 'torch._inductor imported'\n"
-        "import torch._inductor.config as inductor\n"
-        "inductor.deterministic = False\n"
-        "seed_everything(1)\n"
-        "assert inductor.deterministic\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.mark.parametrize(
     ("model", "task"),
     [

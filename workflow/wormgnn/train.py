@@ -226,21 +226,6 @@ class StopOnSignal:
 FILL_UNINITIALIZED = False
 
 
-def use_deterministic_algorithms() -> None:
-    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of
-    ``torch._inductor`` (to set a flag of the compiler, which this project never calls):
-    that import took 2.3 s of every select and train job, as long as importing torch.
-    The compiler's flag is still set where something has imported it."""
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None:  # a torch without the private setter: the public call
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        return
-    setter(True, warn_only=True)
-    inductor = sys.modules.get("torch._inductor.config")
-    if inductor is not None:
-        inductor.deterministic = True
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a generator for data shuffling."""
     random.seed(seed)
@@ -251,7 +236,7 @@ def seed_everything(seed: int) -> torch.Generator:
     # first seed's reuse of selection's fit and a resume rely on reproducible runs.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)  # every device's generator
-    use_deterministic_algorithms()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = FILL_UNINITIALIZED
     return torch.Generator().manual_seed(seed)
 
