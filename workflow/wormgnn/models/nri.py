@@ -228,10 +228,11 @@ class RelationalConv(nn.Module):
         # receivers × 16 candidate senders. A fixture epoch of gnn_full's forecast went
         # from 2.5 to 1.9 s, the gnn's from 4.4 to 3.5 s. The transposed z is made
         # contiguous: with the transposed view, the product and its backward ran on a
-        # permuted layout; contiguous, the fixture's gnn forecast step took 115-116 ms
-        # against 127-128 (64 windows, one thread, interleaved runs), gnn_full's 69
-        # against 71, the gnn's behaviour step 57-59 against 60-61. The sum over
-        # senders then runs in memory order: the same to about 1 ulp, not bit for bit.
+        # permuted layout. Contiguous, six epochs of the fixture's gnn forecast (fold 0,
+        # `within`, one thread, the two versions side by side, three times) took
+        # 10.2-10.4 s against 12.3-12.4, its behaviour 6.1-6.7 against 6.7-6.8, and
+        # gnn_full's forecast (no encoder) 6.0-6.4 against 6.0-6.2, no change. The sum
+        # over senders then runs in memory order: the same to about 1 ulp, not bit for bit.
         a = self.recv(h)[:, :, None]  # receivers (B, N_r, 1, T * M)
         if senders is None:
             s = self.send(h)[:, None]  # senders (B, 1, N_s, T * M)
