@@ -278,7 +278,8 @@ def test_successive_halving_stops_the_rest_at_the_rung_and_leaves_the_kept_runs_
             assert _history(workdir / f"candidate{i}.csv") == _history(histories[i])
         else:
             assert (b["val_score"], b["epochs"]) == (rung[i], 2)
-            assert not (workdir / f"candidate{i}.csv").exists()
+            # its history to the rung is kept (for wormgnn.replay): the full run's first two
+            assert _history(workdir / f"candidate{i}.csv") == _history(histories[i])[:2]
     best = max(kept, key=lambda i: full["candidates"][i]["val_score"])
     assert raced["chosen_index"] == best and raced["chosen_fit"] == f"selection/candidate{best}.pt"
     assert not list(workdir.glob("*.partial")) and len(list(workdir.glob("*.pt"))) == 1

@@ -65,6 +65,7 @@ from wormgnn.train import (
     prepare,
     read_history,
     with_point,
+    write_history,
 )
 
 log = logging.getLogger("wormgnn.select")
@@ -264,6 +265,7 @@ class _Candidate:
         paused, self.paused = self.paused, None
         best_epoch = next(int(r["epoch"]) for r in paused.history if float(r["val_score"]) == score)
         self._record(score, best_epoch, paused.epoch, halving=halving.as_dict())
+        write_history(self.history, paused.history)  # for wormgnn.replay
         partial_of(self.model).unlink(missing_ok=True)
 
 
