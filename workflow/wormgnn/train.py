@@ -78,7 +78,7 @@ class TrainConfig:
 
     batch_size: int = 64
     max_epochs: int = 60
-    patience: int = 4
+    patience: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
