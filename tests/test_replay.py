@@ -48,6 +48,7 @@ def test_a_replayed_selection_is_the_selection_run_with_those_settings(tiny_resu
     rows = replay.report([recorded], [2, 4], rung=2)
     assert [r["patience"] for r in rows] == [2, 4] and rows[0]["replayed"] == 1
     assert rows[1]["forecast_loss"]["max"] == 0.0  # patience 4 keeps every best
+    assert rows[1]["forecast_loss"]["material"] == 0
     with pytest.raises(ValueError, match="longer than the recorded 4"):
         replay.replay_selection(recorded, patience=5, rung=None)
     with pytest.raises(ValueError, match="later than the recorded 3"):
@@ -116,3 +117,11 @@ def test_the_command_prints_every_patience_and_writes_json(tmp_path, capsys):
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["patience"] for r in rows] == [2, 3]
     assert rows[0]["selection_epochs"] == 4 + 4 and rows[1]["selection_epochs"] == 9
+    # patience 2 keeps -2.0 and -1.0 (the recorded bests): nothing lost
+    assert rows[0]["forecast_loss"] == {
+        "runs": 1,
+        "unchanged": 1,
+        "material": 0,
+        "median": 0.0,
+        "max": 0.0,
+    }
