@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +96,7 @@ def collect(results: Path) -> list[Selection]:
     fold's seed histories."""
     found = []
     for path in sorted(Path(results).rglob("selection.json")):
-        summary = json.loads(path.read_text())
+        summary = files.read_json(path)
         work = path.parent / "selection"
         cands = summary["candidates"]
         saved = [files.read_json(work / f"candidate{i}.json") for i in range(len(cands))]
@@ -183,20 +181,15 @@ def replay_selection(sel: Selection, patience: int, rung: int | None) -> Selecti
     for i in keep:  # a kept run must end inside its recorded epochs
         if i in missing or (sel.cut[i] and not stops[i].ended):
             return None
-    epochs = sum(
-        sel.epochs[i]
-        if i in missing
-        else stops[i].epochs
-        if i in keep
-        else min(stops[i].epochs, at)
-        for i in range(n)
-    )
+
+    def trained(i: int) -> int:  # a kept run to its stop; the others to the rung at most
+        if i in missing:
+            return sel.epochs[i]
+        return stops[i].epochs if i in keep else min(stops[i].epochs, at)
+
+    epochs = sum(trained(i) for i in range(n))
     chosen = max(keep, key=lambda i: stops[i].best)
     return SelectionReplay(chosen, epochs, bool(missing))
-
-
-def _recorded_epochs(sel: Selection) -> int:
-    return sum(sel.epochs)
 
 
 def report(selections: list[Selection], patiences: list[int], rung: int | None) -> list[dict]:
@@ -223,7 +216,7 @@ def report(selections: list[Selection], patiences: list[int], rung: int | None) 
                 "assumed": sum(r.assumed for _, r in done),
                 "same_choice": sum(r.chosen == s.chosen for s, r in done),
                 "selection_epochs": sum(r.epochs for _, r in done),
-                "selection_epochs_recorded": sum(_recorded_epochs(s) for s, _ in done),
+                "selection_epochs_recorded": sum(sum(s.epochs) for s, _ in done),
                 "seed_epochs": seed_epochs,
                 "seed_epochs_recorded": sum(len(h) for s, _ in done for h in s.seeds),
                 **{f"{task}_loss": _spread(values) for task, values in loss.items() if values},
@@ -294,4 +287,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
