@@ -49,6 +49,8 @@ over an ``edge_index``; the benchmark compares both.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -56,6 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wormgnn.models.common import ModelOutput
+
+log = logging.getLogger("wormgnn.nri")
 
 
 @dataclass
@@ -239,13 +243,54 @@ class RelationalConv(nn.Module):
             z = z.transpose(1, 2).contiguous()  # (B, N_r, N_s, T)
         else:
             s = gather_nodes(self.send(h), senders)  # (B, N_r, S, T * M)
-        msg = torch.relu_(a + s).view(b, n, s.shape[2], self.n_types, self.message_dim)
-        agg = (z[..., None] * msg).sum(2)  # (B, N_r, T, M)
-        return self.read_out(agg)
+        return self.read_out(message_sum(a, s, z))  # (B, N_r, T, M) summed messages
 
     def read_out(self, agg: torch.Tensor) -> torch.Tensor:
         """Summed messages (..., T, M) → the node update's input (..., F)."""
         return torch.einsum("...tm,tmh->...h", agg, self.out_weight) + self.out_bias
+
+
+def message_sum_eager(a: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Each receiver's messages summed over its senders, weighted by edge type:
+    ``a`` (B, N_r, 1, T * M) receiver and ``s`` (B, 1 or N_r, S, T * M) sender parts,
+    ``z`` (B, N_r, S, T) weights → (B, N_r, T, M)."""
+    b, n, n_types = a.shape[0], a.shape[1], z.shape[-1]
+    msg = torch.relu_(a + s).view(b, n, s.shape[2], n_types, -1)
+    return (z[..., None] * msg).sum(2)
+
+
+class _CompiledMessageSum:
+    """:func:`message_sum_eager` compiled by ``torch.compile`` (TorchInductor) into one
+    fused loop, forward and backward, on the CPU: in eager mode each of its steps
+    writes and reads a (B, N_r, S, T * M) temporary, and the decoder's time went to
+    that memory traffic. Measured with torch 2.13 on one CPU thread (64 windows,
+    M = 16, one edge type, forward and backward), 1.5-1.8 → 0.34-0.40 ms on 21 nodes,
+    6.8-7.4 → 1.0 ms on 40. The sizes are compiled as dynamic from the first call, so
+    every batch and node count runs the same kernel (its batch rows do not depend on
+    the others, tested) and a run's numbers do not depend on the shapes a process saw
+    before. The sum over senders runs in another order than eager's: the same to
+    about 1 ulp. Where TorchInductor cannot compile (no C++ compiler), or with
+    ``WORMGNN_EAGER=1``, or off the CPU (no GPU was at hand to test it), the eager
+    function runs instead."""
+
+    def __init__(self) -> None:
+        self.compiled = None
+        self.failed = os.environ.get("WORMGNN_EAGER", "") not in ("", "0")
+
+    def __call__(self, a: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.failed or a.device.type != "cpu" or not torch.is_grad_enabled():
+            return message_sum_eager(a, s, z)
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(message_sum_eager, dynamic=True)
+            return self.compiled(a, s, z)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly
+            self.failed = True
+            log.warning("gnn: torch.compile failed (%s); message sums run eagerly", err)
+            return message_sum_eager(a, s, z)
+
+
+message_sum = _CompiledMessageSum()
 
 
 def dense_to_sparse_edges(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
