@@ -4,6 +4,7 @@ import pytest
 import torch
 from wormgnn.models import build_model, rollout
 from wormgnn.models.nri import (
+    CompiledMessageSum,
     ContextDecoder,
     RelationalConv,
     _pair_features,
@@ -12,6 +13,8 @@ from wormgnn.models.nri import (
     granger_coefficients,
     gumbel_softmax,
     lagged_correlations,
+    message_sum,
+    message_sum_eager,
     standardise_context,
     unpack_symmetric,
 )
@@ -642,3 +645,79 @@ def test_candidate_senders_only_with_the_dense_decoder():
     assert model_config("gnn", {"node_set": "all"}).sender_count == 16
     assert model_config("gnn", {"node_set": "all", "senders": 0}).sender_count == 0
     assert model_config("gnn", {}).sender_count == 0
+
+
+def _message_inputs(senders, n=N, types=2, m=4, b=B, seed=0):
+    """Receiver and sender parts and edge weights of a message sum: every node a
+    sender (``senders`` None) or ``senders`` candidates per receiver."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(b, n, 1, types * m, generator=g)
+    width = n if senders is None else senders
+    s = torch.randn(b, 1 if senders is None else n, width, types * m, generator=g)
+    z = torch.rand(b, n, width, types, generator=g)
+    return [t.requires_grad_() for t in (a, s, z)]
+
+
+def _sum_and_grads(fn, a, s, z):
+    out = fn(a, s, z)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    grads = torch.autograd.grad((out * weights).sum(), (a, s, z))
+    return out, grads
+
+
+@pytest.mark.parametrize("senders", [None, 3])
+def test_compiled_message_sum_is_the_eager_one(senders):
+    """The decoder's message sum runs compiled where gradients are taken on the CPU:
+    the same sums and gradients as eager to float rounding, on every pair and on
+    candidate senders, and it did compile (no silent fall back to eager)."""
+    a, s, z = _message_inputs(senders)
+    out, grads = _sum_and_grads(message_sum, a, s, z)
+    assert message_sum.compiled is not None and not message_sum.failed
+    ref, ref_grads = _sum_and_grads(message_sum_eager, a, s, z)
+    assert out.shape == (B, N, 2, 4)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # by hand: receiver 1's type-0 message sum (its row of s is the senders')
+    pre = torch.relu(a[0, 1, 0, :4] + s[0, 0 if senders is None else 1, :, :4])
+    torch.testing.assert_close(out[0, 1, 0], (z[0, 1, :, 0, None] * pre).sum(0))
+
+
+def test_compiled_message_sum_does_not_depend_on_the_batch_or_earlier_shapes():
+    """A window's message sum is the same bits alone as in a batch, whatever shapes the
+    process compiled before: one dynamic kernel, so a seed trained after another (one
+    train job) gets the numbers of a job for it alone."""
+    a, s, z = _message_inputs(None, n=9, b=6)
+    fn = CompiledMessageSum()
+    small = fn(a[4:6], s[4:6], z[4:6])
+    batch = fn(a, s, z)
+    other = fn(*_message_inputs(None, n=13, b=5, seed=1))  # another node count
+    assert fn.compiled is not None and not fn.failed
+    again = CompiledMessageSum()(a[2:5], s[2:5], z[2:5])
+    assert torch.equal(batch[2:5], again)
+    assert torch.equal(fn(a[2:5], s[2:5], z[2:5]), again)
+    assert small.shape == (2, 9, 2, 4) and other.shape == (5, 13, 2, 4)
+
+
+def test_message_sum_runs_eagerly_without_gradients_or_when_asked(monkeypatch, caplog):
+    """Evaluation (no gradients) never compiles, WORMGNN_EAGER=1 turns compiling off,
+    and a compiler failure falls back to eager with a warning, not a failed run."""
+    a, s, z = _message_inputs(None)
+    fn = CompiledMessageSum()
+    with torch.no_grad():
+        assert torch.equal(fn(a, s, z), message_sum_eager(a, s, z))
+    assert fn.compiled is None
+    monkeypatch.setenv("WORMGNN_EAGER", "1")
+    off = CompiledMessageSum()
+    assert torch.equal(off(a, s, z), message_sum_eager(a, s, z)) and off.compiled is None
+    monkeypatch.delenv("WORMGNN_EAGER")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    failing = CompiledMessageSum()
+    with caplog.at_level("WARNING", logger="wormgnn.nri"):
+        out = failing(a, s, z)
+    assert failing.failed and torch.equal(out, message_sum_eager(a, s, z))
+    assert "no C++ compiler" in caplog.text and "run eagerly" in caplog.text

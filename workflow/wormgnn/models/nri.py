@@ -259,7 +259,7 @@ def message_sum_eager(a: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> torc
     return (z[..., None] * msg).sum(2)
 
 
-class _CompiledMessageSum:
+class CompiledMessageSum:
     """:func:`message_sum_eager` compiled by ``torch.compile`` (TorchInductor) into one
     fused loop, forward and backward, on the CPU: in eager mode each of its steps
     writes and reads a (B, N_r, S, T * M) temporary, and the decoder's time went to
@@ -290,7 +290,7 @@ class _CompiledMessageSum:
             return message_sum_eager(a, s, z)
 
 
-message_sum = _CompiledMessageSum()
+message_sum = CompiledMessageSum()
 
 
 def dense_to_sparse_edges(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
