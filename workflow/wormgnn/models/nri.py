@@ -267,9 +267,9 @@ class CompiledMessageSum:
     forward and backward) the sum alone took 1.5-1.8 → 0.34-0.40 ms on 21 nodes and
     6.8-7.4 → 1.0 ms on 40; a training epoch of the fixture's forecast (fold 0,
     ``within``, run one after the other) 1.25 → 1.02 s for ``gnn_full`` and 2.08 → 1.81 s
-    for the ``gnn``; its
-    ``gnn`` select job, the two versions side by side, 127 → 112 s. A process pays about
-    2-4 s to compile it once (with TorchInductor's cache warm). The sizes are dynamic
+    for the ``gnn``; its ``gnn`` select job, the two versions side by side, 127 → 112 s.
+    A process pays about 2-4 s to compile it once (TorchInductor's cache warm; more the
+    first time on a machine). The sizes are dynamic
     from the first call, so every batch and node count runs the same kernel (a batch's
     rows do not depend on the others, tested) and a run's numbers do not depend on the
     shapes its process saw before. The sum over senders runs in another order than
