@@ -118,7 +118,8 @@ def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
 
 def test_study_config_files_are_named_from_the_callers_directory(tmp_path, monkeypatch):
     """Snakemake runs in ``--workdir``, so a relative ``--configfile`` is resolved where
-    the user typed it; a missing one is a clear error before anything runs."""
+    the user typed it; a missing one is a clear error before anything runs. A new
+    ``--workdir`` is made, but ``--no-run`` needs one that holds a measured study."""
     seen = {}
     monkeypatch.setattr(studycost, "run", lambda workdir, args, *rest, **kw: seen.update(args=args))
     (tmp_path / "study.yaml").write_text("{}\n")
@@ -126,7 +127,10 @@ def test_study_config_files_are_named_from_the_callers_directory(tmp_path, monke
     common = ["--study", "--workdir", str(tmp_path / "elsewhere"), "--out", str(tmp_path / "o")]
     bench.main([*common, "--configfile", "study.yaml"])
     assert seen["args"] == ["--configfile", str(tmp_path / "study.yaml")]
+    assert (tmp_path / "elsewhere").is_dir()  # a new working directory is made
     seen.clear()
+    with pytest.raises(SystemExit, match="no such folder to project from"):
+        bench.main(["--study", "--no-run", "--workdir", "nowhere", "--out", "o"])
     with pytest.raises(SystemExit, match="no such file: nothing.yaml"):
         bench.main([*common, "--configfile", "study.yaml", "nothing.yaml"])
     assert not seen

@@ -369,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
         missing = [str(f) for f in args.configfile if not f.is_file()]
         if missing:
             raise SystemExit(f"error: --configfile: no such file: {', '.join(missing)}")
+        if args.no_run and not args.workdir.is_dir():
+            raise SystemExit(f"error: --workdir {args.workdir}: no such folder to project from")
+        args.workdir.mkdir(parents=True, exist_ok=True)  # a new study's working directory
         configs = [str(f.resolve()) for f in args.configfile]
         snakemake_args = ["--configfile", *configs] if configs else []
         studycost.run(
