@@ -74,9 +74,10 @@ def test_target_checks():
 
 
 @pytest.mark.workflow
-def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
+def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path, capfd):
     """``bench --study`` on a tiny study with selection: Snakemake's plan, one measured
-    job of every kind (fold 0, first seed), and the projection from their benchmarks."""
+    job of every kind (fold 0, first seed), and the projection from their benchmarks.
+    The measuring run shows Snakemake's progress as it goes."""
     config = tiny_study_config(["persistence", "linear", "gnn"], seeds=[0, 1])
     cfg = write_config(tmp_path / "config.yaml", config)
     out = tmp_path / "bench"
@@ -93,6 +94,7 @@ def test_study_cost_plans_measures_one_job_per_kind_and_projects(tmp_path):
             str(out),
         ]
     )
+    assert "steps (100%) done" in capfd.readouterr().err
     result = json.loads((out / "study.json").read_text())
     kinds = {(k["rule"], k["model"]): k for k in result["kinds"]}
     # 3 lowo folds: per model 3 train and evaluate jobs (each of both seeds), 3 selections

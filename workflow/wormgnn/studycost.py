@@ -82,18 +82,21 @@ def parse_output(path: str) -> Job | None:
     )
 
 
-def snakemake(workdir: Path, args: list[str], *more: str) -> str:
-    """Run the repository's Snakefile in ``workdir``; its stdout (stops on failure)."""
+def snakemake(workdir: Path, args: list[str], *more: str, show: bool = False) -> str:
+    """Run the repository's Snakefile in ``workdir``; its stdout (stops on failure).
+    ``show`` passes Snakemake's own output through, so a long run shows its progress."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
     done = subprocess.run(
-        [*cmd, *args, *more], cwd=workdir, env=env, capture_output=True, text=True
+        [*cmd, *args, *more], cwd=workdir, env=env, capture_output=not show, text=True
     )
     if done.returncode != 0:
+        if show:  # its messages are above
+            raise SystemExit(f"error: snakemake {' '.join(more)} failed (its log is above)")
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-30:])
         raise SystemExit(f"error: snakemake {' '.join(more)} failed:\n{tail}")
-    return done.stdout
+    return done.stdout or ""
 
 
 def plan(workdir: Path, args: list[str]) -> dict[Job, str]:
@@ -206,7 +209,7 @@ def run(
     if measure:  # fold 0 of each kind; its evaluate job needs its train and select jobs
         targets = sorted(out for j, out in jobs.items() if j.fold == 0 and j.rule == "evaluate")
         log.info("measuring %d folds (one of every kind) on %d cores", len(targets), cores)
-        snakemake(workdir, args, "--cores", str(cores), *targets)
+        snakemake(workdir, args, "--cores", str(cores), *targets, show=True)
     rows, totals = project(list(jobs), workdir, cores)
     result = {"workdir": str(workdir), "args": args, "kinds": rows, "totals": totals}
     files.write_json(out / "study.json", result)
