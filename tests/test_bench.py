@@ -138,6 +138,16 @@ def test_study_config_files_are_named_from_the_callers_directory(tmp_path, monke
     assert not seen
 
 
+def test_a_stopped_study_measurement_carries_on(tmp_path, monkeypatch):
+    """The measuring run reruns a job that a stop cut off instead of refusing to start."""
+    calls = []
+    job = studycost.Job("evaluate", "d", "forecast", "lowo", "gnn", 0)
+    monkeypatch.setattr(studycost, "snakemake", lambda wd, args, *more, **kw: calls.append(more))
+    monkeypatch.setattr(studycost, "plan", lambda wd, args: {job: "results/d/x/metrics.json"})
+    studycost.run(tmp_path, [], 2, tmp_path / "out")
+    assert calls[-1] == ("--cores", "2", "--rerun-incomplete", "results/d/x/metrics.json")
+
+
 def test_study_threads_are_the_rules():
     text = (REPO / "workflow" / "rules" / "models.smk").read_text()
     for rule, threads in studycost.THREADS.items():

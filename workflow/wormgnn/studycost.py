@@ -209,7 +209,9 @@ def run(
     if measure:  # fold 0 of each kind; its evaluate job needs its train and select jobs
         targets = sorted(out for j, out in jobs.items() if j.fold == 0 and j.rule == "evaluate")
         log.info("measuring %d folds (one of every kind) on %d cores", len(targets), cores)
-        snakemake(workdir, args, "--cores", str(cores), *targets, show=True)
+        # a stopped run carries on: its finished jobs stay, a job cut off is run again
+        more = ("--cores", str(cores), "--rerun-incomplete", *targets)
+        snakemake(workdir, args, *more, show=True)
     rows, totals = project(list(jobs), workdir, cores)
     result = {"workdir": str(workdir), "args": args, "kinds": rows, "totals": totals}
     files.write_json(out / "study.json", result)
