@@ -10,7 +10,8 @@
    each (task, protocol, model), with its selection. Every such rule writes
    Snakemake's ``benchmark:`` file (wall seconds ``s`` and ``cpu_time``); every
    benchmark file already in the working directory is read, so a finished or partial
-   study measures itself.
+   study measures itself. Snakemake's progress shows as it runs, and the same command
+   after a stop carries on (a job the stop cut off runs again).
 3. **Project.** Per kind: the mean measured wall time × the planned jobs; core-seconds
    weigh each job by the threads its rule reserves. The wall time on N cores is the
    core-seconds / N: ideal packing, so a lower bound (the last jobs of a DAG run with
